@@ -1,0 +1,31 @@
+/** Two projects: unit specs beside the code, e2e specs under test/. */
+const moduleNameMapper = {
+  '^@app/realtime(|/.*)$': '<rootDir>/libs/realtime/src$1',
+  '^@app/client(|/.*)$': '<rootDir>/libs/client/src$1',
+};
+const transform = {
+  '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.json', isolatedModules: true, diagnostics: false }],
+};
+module.exports = {
+  projects: [
+    {
+      displayName: 'unit',
+      testEnvironment: 'node',
+      rootDir: __dirname,
+      roots: ['<rootDir>/libs', '<rootDir>/src'],
+      testRegex: '.*\\.spec\\.ts$',
+      transform,
+      moduleNameMapper,
+    },
+    {
+      displayName: 'e2e',
+      testEnvironment: 'node',
+      rootDir: __dirname,
+      roots: ['<rootDir>/test'],
+      testRegex: '.*\\.e2e-spec\\.ts$',
+      transform,
+      moduleNameMapper,
+      testTimeout: 60000,
+    },
+  ],
+};

@@ -1,0 +1,98 @@
+import { Injectable, Logger } from '@nestjs/common';
+import { JwtService } from '@nestjs/jwt';
+import type { Request } from 'express';
+import type { IncomingMessage } from 'node:http';
+import { InjectRealtimeOptions } from '../realtime.module-definition';
+import type { RealtimeModuleOptions } from '../realtime.options';
+import type { Principal } from '../realtime.types';
+
+/** Why a token was refused; `required` when there was none at all. */
+export class TokenError extends Error {
+  constructor(
+    readonly reason: 'required' | 'failed' | 'expired',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Verifies (and, for the demo login, signs) JWTs. HS256 with a shared secret or RS256 with
+ * a public key; `exp` and `sub` are required, `iss`/`aud` checked when configured, and any
+ * other algorithm — `none` included — is refused.
+ */
+@Injectable()
+export class TokenService {
+  private readonly logger = new Logger(TokenService.name);
+  private readonly jwt = new JwtService({});
+  private readonly algorithm: 'HS256' | 'RS256';
+  private readonly verifyKey: string;
+
+  constructor(@InjectRealtimeOptions() private readonly options: RealtimeModuleOptions) {
+    const { secret, publicKey } = options.auth;
+    if (!secret && !publicKey) {
+      throw new Error('RealtimeModule: set auth.secret (HS256) or auth.publicKey (RS256)');
+    }
+    this.algorithm = publicKey ? 'RS256' : 'HS256';
+    this.verifyKey = (publicKey ?? secret) as string;
+  }
+
+  /** Reads the token of a request: `Authorization: Bearer …` or `?access_token=…`. */
+  extract(req: Request | IncomingMessage): string | undefined {
+    const header = req.headers.authorization;
+    if (typeof header === 'string' && header.startsWith('Bearer ')) return header.slice(7).trim();
+    const url = req.url ?? '';
+    const q = url.indexOf('?');
+    if (q === -1) return undefined;
+    const token = new URLSearchParams(url.slice(q + 1)).get('access_token');
+    return token || undefined;
+  }
+
+  verify(token: string | undefined): Principal {
+    if (!token) throw new TokenError('required', 'authentication required');
+    let payload: Record<string, unknown>;
+    try {
+      payload = this.jwt.verify(token, {
+        algorithms: [this.algorithm],
+        ...(this.algorithm === 'HS256' ? { secret: this.verifyKey } : { publicKey: this.verifyKey }),
+        issuer: this.options.auth.issuer,
+        audience: this.options.auth.audience,
+      });
+    } catch (e) {
+      const name = (e as Error).name;
+      if (name === 'TokenExpiredError') throw new TokenError('expired', 'token expired');
+      throw new TokenError('failed', 'authentication failed');
+    }
+    if (typeof payload.exp !== 'number') throw new TokenError('failed', 'authentication failed');
+    if (typeof payload.sub !== 'string' || payload.sub.length === 0) {
+      throw new TokenError('failed', 'authentication failed');
+    }
+    const roles = Array.isArray(payload.roles)
+      ? payload.roles.filter((r): r is string => typeof r === 'string')
+      : [];
+    const attrs =
+      payload.attrs && typeof payload.attrs === 'object' && !Array.isArray(payload.attrs)
+        ? (payload.attrs as Record<string, unknown>)
+        : {};
+    return { userId: payload.sub, roles, attrs, exp: payload.exp };
+  }
+
+  /** Signs a token for a user (the demo login). Needs a secret or a private key. */
+  sign(user: { userId: string; roles: string[]; attrs: Record<string, unknown> }, ttlSeconds?: number) {
+    const { secret, privateKey, issuer, audience } = this.options.auth;
+    const key = this.algorithm === 'RS256' ? privateKey : secret;
+    if (!key) throw new Error('cannot sign tokens: no secret or private key configured');
+    const expiresIn = ttlSeconds ?? this.options.auth.tokenTtlSeconds ?? 3600;
+    const accessToken = this.jwt.sign(
+      { sub: user.userId, roles: user.roles, attrs: user.attrs },
+      {
+        algorithm: this.algorithm,
+        ...(this.algorithm === 'HS256' ? { secret: key } : { privateKey: key }),
+        expiresIn,
+        ...(issuer ? { issuer } : {}),
+        ...(audience ? { audience } : {}),
+      },
+    );
+    return { accessToken, expiresIn };
+  }
+}

@@ -1,0 +1,198 @@
+import { BeforeApplicationShutdown, Injectable, Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
+import { ThrottlerStorageService } from '@nestjs/throttler';
+import { AbilityService } from '../auth/ability.service';
+import { AuditService } from '../audit/audit.service';
+import { RealtimeError } from '../common/realtime.errors';
+import { MetricsService } from '../metrics/metrics.service';
+import { InjectRealtimeOptions } from '../realtime.module-definition';
+import { DEFAULT_LIMITS, RealtimeLimits, RealtimeModuleOptions } from '../realtime.options';
+import type { Principal } from '../realtime.types';
+import { emit } from '../subscriptions/subscription-sink';
+import { SubscriptionsService } from '../subscriptions/subscriptions.service';
+import type { Connection } from './connection';
+
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Every connection of this node, by id and by user: admission (connections per user and
+ * attempts per IP), token expiry, heartbeats, back-pressure drops, and the orderly end of
+ * everything at shutdown. Releasing a connection removes every subscription and timer.
+ */
+@Injectable()
+export class ConnectionRegistry implements OnModuleInit, OnModuleDestroy, BeforeApplicationShutdown {
+  private readonly logger = new Logger(ConnectionRegistry.name);
+  private readonly connections = new Map<string, Connection>();
+  private readonly byUser = new Map<string, Set<Connection>>();
+  private readonly attempts = new ThrottlerStorageService();
+  private heartbeatTimer?: NodeJS.Timeout;
+  readonly limits: RealtimeLimits;
+  readonly heartbeatIntervalMs: number;
+
+  constructor(
+    @InjectRealtimeOptions() options: RealtimeModuleOptions,
+    private readonly subscriptions: SubscriptionsService,
+    private readonly abilities: AbilityService,
+    private readonly audit: AuditService,
+    private readonly metrics: MetricsService,
+  ) {
+    this.limits = { ...DEFAULT_LIMITS, ...options.limits };
+    this.heartbeatIntervalMs = options.heartbeatIntervalMs ?? 30_000;
+  }
+
+  onModuleInit(): void {
+    this.heartbeatTimer = setInterval(() => this.beat(), this.heartbeatIntervalMs);
+    this.heartbeatTimer.unref();
+  }
+
+  onModuleDestroy(): void {
+    clearInterval(this.heartbeatTimer);
+    this.attempts.onApplicationShutdown();
+  }
+
+  get size(): number {
+    return this.connections.size;
+  }
+
+  get(id: string): Connection | undefined {
+    return this.connections.get(id);
+  }
+
+  /** Counts a connection attempt of an IP; false past the per-minute limit. */
+  async allowAttempt(ip: string | null | undefined): Promise<boolean> {
+    const limit = this.limits.connectionsPerIpPerMinute;
+    const record = await this.attempts.increment(`connect:${ip ?? 'unknown'}`, 60_000, limit, 60_000, 'connect');
+    return !record.isBlocked && record.totalHits <= limit;
+  }
+
+  /** Registers a connection; throws limit_exceeded past the per-user limit. */
+  admit(connection: Connection): void {
+    const userId = connection.principal.userId;
+    let mine = this.byUser.get(userId);
+    if (mine && mine.size >= this.limits.maxConnectionsPerUser) {
+      this.audit.record({
+        action: 'connection_failed',
+        outcome: 'failure',
+        userId,
+        details: { transport: connection.transport, reason: 'too many connections for this user' },
+        ipAddress: connection.remote.ip,
+        userAgent: connection.remote.userAgent,
+      });
+      throw new RealtimeError(
+        'limit_exceeded',
+        `at most ${this.limits.maxConnectionsPerUser} connections per user`,
+      );
+    }
+    if (!mine) {
+      mine = new Set();
+      this.byUser.set(userId, mine);
+    }
+    mine.add(connection);
+    this.connections.set(connection.id, connection);
+    this.metrics.connections.inc({ transport: connection.transport });
+    this.scheduleExpiry(connection);
+    this.audit.record({
+      action: 'connection_established',
+      userId,
+      connectionId: connection.id,
+      details: { transport: connection.transport },
+      ipAddress: connection.remote.ip,
+      userAgent: connection.remote.userAgent,
+    });
+    emit(connection, 'connection_established', {
+      connectionId: connection.id,
+      userId,
+      serverTime: new Date().toISOString(),
+      heartbeatIntervalMs: this.heartbeatIntervalMs,
+      protocolVersion: 1,
+    });
+  }
+
+  /** Forgets a closed connection: its subscriptions, timers and counts. Idempotent. */
+  release(connection: Connection, reason = 'closed'): void {
+    connection.open = false;
+    clearTimeout(connection.expiryTimer);
+    connection.expiryTimer = undefined;
+    if (!this.connections.delete(connection.id)) return;
+    const mine = this.byUser.get(connection.principal.userId);
+    mine?.delete(connection);
+    if (mine && mine.size === 0) this.byUser.delete(connection.principal.userId);
+    this.subscriptions.removeSink(connection);
+    this.metrics.connections.dec({ transport: connection.transport });
+    this.audit.record({
+      action: 'connection_closed',
+      userId: connection.principal.userId,
+      connectionId: connection.id,
+      details: { transport: connection.transport, reason },
+      ipAddress: connection.remote.ip,
+      userAgent: connection.remote.userAgent,
+    });
+  }
+
+  /** Closes a connection for cause and counts it in realtime_dropped_connections_total. */
+  drop(connection: Connection, code: number, reason: string, metricReason: string): void {
+    if (!connection.open) return;
+    this.metrics.dropped.inc({ reason: metricReason });
+    if (metricReason === 'heartbeat_timeout') connection.terminate();
+    else connection.close(code, reason);
+    this.release(connection, metricReason);
+  }
+
+  /** A refreshed token: same user only; the ability is rebuilt and rights re-checked. */
+  refresh(connection: Connection, principal: Principal): void {
+    connection.principal = principal;
+    connection.ability = this.abilities.forPrincipal(principal);
+    this.scheduleExpiry(connection);
+    this.subscriptions.reauthorize(connection);
+  }
+
+  private scheduleExpiry(connection: Connection): void {
+    clearTimeout(connection.expiryTimer);
+    const ms = connection.principal.exp * 1000 - Date.now();
+    connection.expiryTimer = setTimeout(() => this.expire(connection), Math.min(Math.max(ms, 0), MAX_TIMER_MS));
+    connection.expiryTimer.unref();
+  }
+
+  private expire(connection: Connection): void {
+    if (!connection.open) return;
+    if (connection.principal.exp * 1000 > Date.now()) return this.scheduleExpiry(connection);
+    emit(connection, 'error', { code: 'token_expired', message: 'the access token expired' });
+    this.drop(connection, 4001, 'token expired', 'token_expired');
+  }
+
+  private beat(): void {
+    for (const connection of this.connections.values()) {
+      if (connection.transport === 'websocket') {
+        if (connection.missedPongs >= 2) {
+          this.drop(connection, 1006, 'heartbeat timeout', 'heartbeat_timeout');
+          continue;
+        }
+        connection.missedPongs++;
+      }
+      try {
+        connection.heartbeat();
+      } catch (e) {
+        this.logger.warn(`heartbeat to ${connection.id} failed: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  /** Graceful shutdown: subscription_ended server_shutdown, close 1001, audit flushed. */
+  async beforeApplicationShutdown(): Promise<void> {
+    clearInterval(this.heartbeatTimer);
+    const closing: Promise<void>[] = [];
+    for (const connection of [...this.connections.values()]) {
+      this.subscriptions.endAll(connection, 'server_shutdown');
+      closing.push(this.closed(connection));
+      connection.close(1001, 'server shutting down');
+      this.release(connection, 'server_shutdown');
+    }
+    await Promise.race([Promise.all(closing), new Promise((r) => setTimeout(r, 2000).unref())]);
+    await this.audit.flush();
+  }
+
+  private closed(connection: Connection): Promise<void> {
+    const socket = (connection as unknown as { socket?: { readyState: number; once(e: string, f: () => void): void } }).socket;
+    if (!socket || socket.readyState === 3) return Promise.resolve();
+    return new Promise((resolve) => socket.once('close', () => resolve()));
+  }
+}

@@ -1,0 +1,34 @@
+import type { AnyAbility } from '@casl/ability';
+import { randomUUID } from 'node:crypto';
+import type { Principal, ServerEventType } from '../realtime.types';
+import type { EmitOptions, SubscriptionSink } from '../subscriptions/subscription-sink';
+
+/** A client connection, whatever the transport: the engine's sink plus its lifecycle. */
+export abstract class Connection implements SubscriptionSink {
+  readonly id = randomUUID();
+  abstract readonly transport: 'websocket' | 'sse';
+  open = true;
+  expiryTimer?: NodeJS.Timeout;
+  /** heartbeats sent without an answer (WebSocket pong) */
+  missedPongs = 0;
+
+  constructor(
+    public principal: Principal,
+    public ability: AnyAbility,
+    readonly remote: { ip: string | null; userAgent: string | null },
+  ) {}
+
+  abstract emitRaw(type: ServerEventType, dataJson: string, options?: EmitOptions): void;
+
+  /** Ends the connection with a WebSocket close code (SSE: the stream ends). */
+  abstract close(code: number, reason: string): void;
+
+  /** Ends the connection at once, without a goodbye (heartbeat timeout). */
+  abstract terminate(): void;
+
+  /** Sends a heartbeat; WebSocket: a ping frame, SSE: a `heartbeat` event. */
+  abstract heartbeat(): void;
+
+  /** Unsent bytes queued for this connection. */
+  abstract bufferedBytes(): number;
+}

@@ -1,0 +1,35 @@
+export * from './realtime.types';
+export * from './realtime.options';
+export * from './realtime.constants';
+export { RealtimeModule, REALTIME_ENTITIES } from './realtime.module';
+export { InjectRealtimeOptions, REALTIME_OPTIONS } from './realtime.module-definition';
+export { TokenService, TokenError } from './auth/token.service';
+export { AbilityService, canOnDoc, readableFields, pickFields } from './auth/ability.service';
+export {
+  Authenticated,
+  CurrentAbility,
+  CurrentPrincipal,
+  type AuthenticatedOptions,
+} from './auth/authenticated.decorator';
+export { AuthGuard } from './auth/auth.guard';
+export { RequestContext } from './auth/request-context';
+export { AuditService, type AuditEntry } from './audit/audit.service';
+export { AuditLog } from './audit/audit-log.entity';
+export * from './common/realtime.errors';
+export { HttpErrorFilter } from './common/http-exception.filter';
+export { zodDetails } from './common/zod-details';
+export { MetricsService } from './metrics/metrics.service';
+export type { ChangeBus } from './notifications/change-bus';
+export { InProcessChangeBus } from './notifications/in-process-change-bus';
+export { ChangeCaptureBypassError } from './notifications/change-capture.subscriber';
+export { ChangeLogEntry } from './notifications/change-log.entity';
+export { ChangeLogService } from './notifications/change-log.service';
+export { ChangeFeedService } from './notifications/change-feed.service';
+export { CollectionRegistry } from './notifications/collection-registry';
+export { TransactionRunner } from './notifications/transaction-runner';
+export { SubscriptionsService } from './subscriptions/subscriptions.service';
+export type { SubscriptionSink } from './subscriptions/subscription-sink';
+export type { CustomFilterFn } from './subscriptions/filter-compiler';
+export { ConnectionRegistry } from './connections/connection-registry';
+export { RealtimeWsAdapter } from './connections/realtime-ws.adapter';
+export { setupRealtime } from './realtime.setup';

@@ -1,0 +1,127 @@
+import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
+import { CHANGE_BUS } from '../realtime.constants';
+import type { ChangeRecord } from '../realtime.types';
+import type { ChangeBus } from './change-bus';
+import { ChangeLogService } from './change-log.service';
+
+export type ChangeHandler = (changes: ChangeRecord[]) => void;
+
+/**
+ * Turns whatever the bus delivers into the exact committed sequence: every seq once, in
+ * order. Changes that arrive ahead of the next expected seq wait while the missing range
+ * is read from the change log. Because seqs are drawn under a lock held until commit, a
+ * committed change with seq M proves every smaller seq is already committed or rolled
+ * back, so the log read is final and nothing waits longer than one query. A periodic poll
+ * of the log's head catches the last changes of a burst whose bus messages were lost.
+ */
+@Injectable()
+export class ChangeFeedService implements OnApplicationBootstrap, OnApplicationShutdown {
+  private readonly logger = new Logger(ChangeFeedService.name);
+  private readonly handlers: ChangeHandler[] = [];
+  /** greatest seq delivered to the handlers */
+  private position = 0;
+  private readonly pending = new Map<number, ChangeRecord>();
+  private filling = false;
+  private poller?: NodeJS.Timeout;
+  private started = false;
+  /** how often the log head is polled for changes that no bus message announced */
+  pollIntervalMs = 1000;
+
+  constructor(
+    @Inject(CHANGE_BUS) private readonly bus: ChangeBus,
+    private readonly log: ChangeLogService,
+  ) {}
+
+  async onApplicationBootstrap(): Promise<void> {
+    this.position = await this.log.head();
+    this.started = true;
+    this.bus.subscribe((changes) => this.accept(changes));
+    this.bus.onResync(() => void this.catchUp());
+    this.poller = setInterval(() => void this.catchUp(), this.pollIntervalMs);
+    this.poller.unref();
+  }
+
+  onApplicationShutdown(): void {
+    clearInterval(this.poller);
+  }
+
+  /** The greatest seq delivered so far. */
+  get delivered(): number {
+    return this.position;
+  }
+
+  onChanges(handler: ChangeHandler): void {
+    this.handlers.push(handler);
+  }
+
+  accept(changes: ChangeRecord[]): void {
+    if (!this.started) return;
+    const ready: ChangeRecord[] = [];
+    for (const change of changes) {
+      const seq = Number(change.seq);
+      if (seq <= this.position) continue; // seen already
+      if (!this.filling && this.pending.size === 0 && seq === this.position + 1) {
+        ready.push(change);
+        this.position = seq;
+      } else {
+        this.pending.set(seq, change);
+      }
+    }
+    if (ready.length) this.emit(ready);
+    if (this.pending.size) void this.drain(0);
+  }
+
+  /** Reads anything committed beyond our position (bus reconnect, poll). */
+  async catchUp(): Promise<void> {
+    if (!this.started || this.filling) return;
+    try {
+      const head = await this.log.head();
+      if (head > this.position) await this.drain(head);
+    } catch (e) {
+      this.logger.warn(`change log poll failed: ${(e as Error).message}`);
+    }
+  }
+
+  private async drain(knownHead: number): Promise<void> {
+    if (this.filling) return;
+    this.filling = true;
+    try {
+      for (;;) {
+        const ready: ChangeRecord[] = [];
+        let next = this.pending.get(this.position + 1);
+        while (next) {
+          this.pending.delete(this.position + 1);
+          this.position++;
+          ready.push(next);
+          next = this.pending.get(this.position + 1);
+        }
+        if (ready.length) this.emit(ready);
+        let target = 0;
+        if (this.pending.size) target = Math.min(...this.pending.keys());
+        else if (knownHead > this.position) target = knownHead + 1;
+        if (target === 0) break;
+        // a gap below `target`: whatever of it was committed is in the log by now
+        const missing = await this.log.range(this.position, target);
+        const found = missing.filter((c) => Number(c.seq) > this.position);
+        this.position = Math.max(this.position, target - 1);
+        for (const seq of this.pending.keys()) if (seq <= this.position) this.pending.delete(seq);
+        if (found.length) this.emit(found);
+      }
+    } catch (e) {
+      this.logger.error(`change log gap fill failed, retrying: ${(e as Error).message}`);
+      setTimeout(() => void this.drain(knownHead), 100).unref();
+    } finally {
+      this.filling = false;
+    }
+  }
+
+  private emit(changes: ChangeRecord[]): void {
+    for (const handler of this.handlers) {
+      try {
+        handler(changes);
+      } catch (e) {
+        this.logger.error(`change delivery failed: ${(e as Error).stack}`);
+      }
+    }
+  }
+}

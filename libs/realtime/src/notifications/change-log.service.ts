@@ -1,0 +1,123 @@
+import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
+import { InjectRepository } from '@nestjs/typeorm';
+import { Between, LessThan, LessThanOrEqual, Repository } from 'typeorm';
+import { InjectRealtimeOptions } from '../realtime.module-definition';
+import type { RealtimeModuleOptions } from '../realtime.options';
+import type { ChangeRecord, Operation } from '../realtime.types';
+import { ChangeLogEntry } from './change-log.entity';
+import { TransactionRunner } from './transaction-runner';
+
+const DAY = 24 * 60 * 60 * 1000;
+
+export function toRecord(row: ChangeLogEntry): ChangeRecord {
+  return {
+    seq: String(row.seq),
+    database: row.database,
+    collection: row.collection,
+    documentId: row.documentId,
+    operation: row.operation as Operation,
+    before: row.before,
+    after: row.after,
+    changedFields: row.changedFields,
+    actorId: row.actorId,
+    timestamp: row.createdAt,
+    version: row.version,
+  };
+}
+
+/** Reads and prunes the change log. */
+@Injectable()
+export class ChangeLogService implements OnModuleInit, OnApplicationShutdown {
+  private readonly logger = new Logger(ChangeLogService.name);
+  private timer?: NodeJS.Timeout;
+  private readonly maxAgeMs: number;
+  private readonly maxRows: number;
+  private readonly pruneIntervalMs: number;
+
+  constructor(
+    @InjectRepository(ChangeLogEntry) private readonly repo: Repository<ChangeLogEntry>,
+    private readonly transactions: TransactionRunner,
+    @InjectRealtimeOptions() options: RealtimeModuleOptions,
+  ) {
+    this.maxAgeMs = options.changeLog?.maxAgeMs ?? DAY;
+    this.maxRows = options.changeLog?.maxRows ?? 1_000_000;
+    this.pruneIntervalMs = options.changeLog?.pruneIntervalMs ?? 60_000;
+  }
+
+  onModuleInit(): void {
+    this.timer = setInterval(() => {
+      this.prune().catch((e) => this.logger.error(`change log retention failed: ${(e as Error).message}`));
+    }, this.pruneIntervalMs);
+    this.timer.unref();
+  }
+
+  onApplicationShutdown(): void {
+    clearInterval(this.timer);
+  }
+
+  /** The greatest committed seq, 0 when the log is empty. */
+  async head(): Promise<number> {
+    const row = await this.repo
+      .createQueryBuilder('c')
+      .select('MAX(c.seq)', 'max')
+      .getRawOne<{ max: number | string | null }>();
+    return row?.max == null ? 0 : Number(row.max);
+  }
+
+  /** The smallest seq still kept, or null when the log is empty. */
+  async oldest(): Promise<number | null> {
+    const row = await this.repo
+      .createQueryBuilder('c')
+      .select('MIN(c.seq)', 'min')
+      .getRawOne<{ min: number | string | null }>();
+    return row?.min == null ? null : Number(row.min);
+  }
+
+  /** Changes with `after < seq < before`, in seq order. */
+  async range(after: number, before: number): Promise<ChangeRecord[]> {
+    const rows = await this.repo
+      .createQueryBuilder('c')
+      .where('c.seq > :after AND c.seq < :before', { after, before })
+      .orderBy('c.seq', 'ASC')
+      .getMany();
+    return rows.map(toRecord);
+  }
+
+  /** Changes of one collection (and document) after `after`, up to `upTo`, in seq order. */
+  async since(
+    after: number,
+    upTo: number,
+    collection: string,
+    documentId?: string,
+  ): Promise<ChangeRecord[]> {
+    if (after >= upTo) return [];
+    const rows = await this.repo.find({
+      where: {
+        seq: Between(after + 1, upTo),
+        collection,
+        ...(documentId !== undefined ? { documentId } : {}),
+      },
+      order: { seq: 'ASC' },
+    });
+    return rows.map(toRecord);
+  }
+
+  /**
+   * Applies retention: rows older than maxAge, and all but the newest maxRows. The newest
+   * row always stays, so the log's head (the position of every node) survives a quiet spell.
+   */
+  async prune(now = Date.now()): Promise<number> {
+    const head = await this.head();
+    const cutoff = new Date(now - this.maxAgeMs).toISOString();
+    let deleted = 0;
+    await this.transactions.exclusive(async () => {
+      const byAge = await this.repo.delete({ createdAt: LessThan(cutoff), seq: LessThan(head) });
+      deleted += byAge.affected ?? 0;
+      if (head > this.maxRows) {
+        const byCount = await this.repo.delete({ seq: LessThanOrEqual(head - this.maxRows) });
+        deleted += byCount.affected ?? 0;
+      }
+    });
+    return deleted;
+  }
+}

@@ -1,0 +1,94 @@
+import { MiddlewareConsumer, Module, NestModule } from '@nestjs/common';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import type { NextFunction, Request, Response } from 'express';
+import { AbilityService } from './auth/ability.service';
+import { AuthGuard } from './auth/auth.guard';
+import { RequestContext } from './auth/request-context';
+import { TokenService } from './auth/token.service';
+import { AuditController } from './audit/audit.controller';
+import { AuditLog } from './audit/audit-log.entity';
+import { AuditService } from './audit/audit.service';
+import { ConnectionRegistry } from './connections/connection-registry';
+import { RealtimeGateway } from './connections/realtime.gateway';
+import { SseController } from './connections/sse.controller';
+import { MetricsController } from './metrics/metrics.controller';
+import { MetricsService } from './metrics/metrics.service';
+import { ChangeCaptureSubscriber } from './notifications/change-capture.subscriber';
+import { ChangeFeedService } from './notifications/change-feed.service';
+import { ChangeLogEntry } from './notifications/change-log.entity';
+import { ChangeLogService } from './notifications/change-log.service';
+import { CollectionRegistry } from './notifications/collection-registry';
+import { InProcessChangeBus } from './notifications/in-process-change-bus';
+import { RedisChangeBus } from './notifications/redis-change-bus';
+import { TransactionRunner } from './notifications/transaction-runner';
+import { CHANGE_BUS, REALTIME_ABILITY_FACTORY } from './realtime.constants';
+import { REALTIME_OPTIONS, RealtimeConfigurableModule } from './realtime.module-definition';
+import type { RealtimeModuleOptions } from './realtime.options';
+import { SubscriptionsService } from './subscriptions/subscriptions.service';
+
+/** The entities the library stores; add them to the application's DataSource. */
+export const REALTIME_ENTITIES = [AuditLog, ChangeLogEntry];
+
+/**
+ * Real-time subscriptions for the application's TypeORM entities.
+ *
+ * @example
+ * RealtimeModule.forRoot({
+ *   auth: { secret: process.env.JWT_SECRET },
+ *   collections: [{ name: 'tasks', entity: Task }],
+ *   abilityFactory: defineAppAbility,
+ * })
+ */
+@Module({
+  imports: [TypeOrmModule.forFeature(REALTIME_ENTITIES)],
+  controllers: [AuditController, MetricsController, SseController],
+  providers: [
+    {
+      provide: REALTIME_ABILITY_FACTORY,
+      useFactory: (options: RealtimeModuleOptions) => options.abilityFactory,
+      inject: [REALTIME_OPTIONS],
+    },
+    {
+      provide: CHANGE_BUS,
+      useFactory: (options: RealtimeModuleOptions) =>
+        options.redisUrl ? new RedisChangeBus(options.redisUrl) : new InProcessChangeBus(),
+      inject: [REALTIME_OPTIONS],
+    },
+    TokenService,
+    AbilityService,
+    AuthGuard,
+    AuditService,
+    MetricsService,
+    TransactionRunner,
+    CollectionRegistry,
+    ChangeLogService,
+    ChangeCaptureSubscriber,
+    ChangeFeedService,
+    SubscriptionsService,
+    ConnectionRegistry,
+    RealtimeGateway,
+  ],
+  exports: [
+    REALTIME_OPTIONS,
+    CHANGE_BUS,
+    TokenService,
+    AbilityService,
+    AuthGuard,
+    AuditService,
+    MetricsService,
+    TransactionRunner,
+    CollectionRegistry,
+    ChangeLogService,
+    ChangeFeedService,
+    SubscriptionsService,
+    ConnectionRegistry,
+  ],
+})
+export class RealtimeModule extends RealtimeConfigurableModule implements NestModule {
+  configure(consumer: MiddlewareConsumer): void {
+    // every request runs in its own context, where the auth guard records the actor
+    consumer
+      .apply((_req: Request, _res: Response, next: NextFunction) => RequestContext.run(next))
+      .forRoutes('*');
+  }
+}

@@ -1,0 +1,101 @@
+import type { AnyAbility } from '@casl/ability';
+import type { CustomFilterFn } from './subscriptions/filter-compiler';
+import type { Principal } from './realtime.types';
+
+/** One TypeORM entity exposed to subscribers under a collection name. */
+export interface CollectionRegistration {
+  /** the name clients use in `query.collection` and CASL subject type, e.g. `tasks` */
+  name: string;
+  /** the TypeORM entity class */
+  entity: new (...args: any[]) => object;
+}
+
+/** Builds the CASL ability of a user. Subjects are collection names (`tasks`), plus
+ * `audit_logs` (read: the audit log API) and `metrics` (read: `/metrics`). */
+export type AbilityFactory = (principal: Principal) => AnyAbility;
+
+export interface RealtimeAuthOptions {
+  /** HS256 shared secret */
+  secret?: string;
+  /** RS256 public key (PEM) */
+  publicKey?: string;
+  /** RS256 private key (PEM), only needed to sign tokens (demo login) */
+  privateKey?: string;
+  issuer?: string;
+  audience?: string;
+  /** lifetime of tokens that the app signs with `TokenService.sign` @default 3600 */
+  tokenTtlSeconds?: number;
+}
+
+export interface RealtimeLimits {
+  /** @default 20 */
+  maxFilters: number;
+  /** @default 1000 */
+  maxInValues: number;
+  /** @default 1000 */
+  maxBatchSize: number;
+  /** @default 60000 */
+  maxThrottleMs: number;
+  /** @default 100 */
+  maxSubscriptionsPerConnection: number;
+  /** @default 20 */
+  maxConnectionsPerUser: number;
+  /** largest accepted WebSocket frame in bytes @default 65536 */
+  maxFrameBytes: number;
+  /** token bucket: sustained client messages per second @default 50 */
+  messagesPerSecond: number;
+  /** token bucket size @default 100 */
+  messageBurst: number;
+  /** rate-limited messages in a row before the socket is closed 4008 @default 50 */
+  rateLimitStrikes: number;
+  /** unsent bytes per connection before it is dropped as a slow consumer @default 4 MiB */
+  maxBufferedBytes: number;
+  /** connection attempts per IP per minute (WebSocket upgrade and SSE) @default 600 */
+  connectionsPerIpPerMinute: number;
+}
+
+export interface ChangeLogOptions {
+  /** keep changes at most this long @default 24 h */
+  maxAgeMs?: number;
+  /** keep at most this many changes @default 1 000 000 */
+  maxRows?: number;
+  /** how often retention runs @default 60 000 */
+  pruneIntervalMs?: number;
+}
+
+export interface RealtimeModuleOptions {
+  auth: RealtimeAuthOptions;
+  collections: CollectionRegistration[];
+  /** custom filters by name, usable as `{"type":"custom","name":…}` */
+  customFilters?: Record<string, CustomFilterFn>;
+  abilityFactory: AbilityFactory;
+  changeLog?: ChangeLogOptions;
+  limits?: Partial<RealtimeLimits>;
+  /** @default '/realtime' */
+  pathPrefix?: string;
+  /** @default 30000 */
+  heartbeatIntervalMs?: number;
+  /** publish committed changes on Redis pub/sub so that every node delivers them */
+  redisUrl?: string;
+  audit?: {
+    /** @default 1000 */
+    flushIntervalMs?: number;
+    /** @default 500 */
+    maxBatch?: number;
+  };
+}
+
+export const DEFAULT_LIMITS: RealtimeLimits = {
+  maxFilters: 20,
+  maxInValues: 1000,
+  maxBatchSize: 1000,
+  maxThrottleMs: 60000,
+  maxSubscriptionsPerConnection: 100,
+  maxConnectionsPerUser: 20,
+  maxFrameBytes: 64 * 1024,
+  messagesPerSecond: 50,
+  messageBurst: 100,
+  rateLimitStrikes: 50,
+  maxBufferedBytes: 4 * 1024 * 1024,
+  connectionsPerIpPerMinute: 600,
+};

@@ -1,0 +1,36 @@
+import type { AnyAbility } from '@casl/ability';
+import type { Principal, ServerEventMap, ServerEventType } from '../realtime.types';
+
+export interface EmitOptions {
+  /** the client's request id this message answers (WebSocket `id`) */
+  requestId?: string;
+  /** the seq a client resumes from after this message (SSE `id:`) */
+  eventId?: string;
+}
+
+/**
+ * What the engine delivers to: one client connection, whatever its transport. The engine
+ * hands over the message's `data` already serialized, so that a change serialized once
+ * can be framed for many sinks by concatenation.
+ */
+export interface SubscriptionSink {
+  readonly id: string;
+  readonly transport: 'websocket' | 'sse' | 'test';
+  principal: Principal;
+  ability: AnyAbility;
+  /** the client's address and user agent, for the audit log */
+  readonly remote: { ip: string | null; userAgent: string | null };
+  /** false once the connection is closing; the engine then stops queueing to it */
+  readonly open: boolean;
+  emitRaw(type: ServerEventType, dataJson: string, options?: EmitOptions): void;
+}
+
+/** Serializes `data` and emits it. */
+export function emit<T extends ServerEventType>(
+  sink: SubscriptionSink,
+  type: T,
+  data: ServerEventMap[T],
+  options?: EmitOptions,
+): void {
+  sink.emitRaw(type, JSON.stringify(data), options);
+}

@@ -1,0 +1,502 @@
+import { Injectable, Logger, OnModuleInit } from '@nestjs/common';
+import { InjectDataSource } from '@nestjs/typeorm';
+import type { AnyAbility } from '@casl/ability';
+import { randomUUID } from 'node:crypto';
+import type { DataSource } from 'typeorm';
+import { canOnDoc, pickFields, readableFields } from '../auth/ability.service';
+import { AuditService } from '../audit/audit.service';
+import { RealtimeError } from '../common/realtime.errors';
+import { MetricsService } from '../metrics/metrics.service';
+import { ChangeFeedService } from '../notifications/change-feed.service';
+import { ChangeLogService } from '../notifications/change-log.service';
+import { CollectionRegistry, RegisteredCollection } from '../notifications/collection-registry';
+import { TransactionRunner } from '../notifications/transaction-runner';
+import { InjectRealtimeOptions } from '../realtime.module-definition';
+import { DEFAULT_LIMITS, RealtimeLimits, RealtimeModuleOptions } from '../realtime.options';
+import type { ChangeEvent, ChangeRecord, Doc, Query } from '../realtime.types';
+import { compileFilters, CustomFilterFn, touchesFieldPath } from './filter-compiler';
+import { queryKey, validateQuery } from './query.schema';
+import { PreparedChange, Subscription } from './subscription';
+import { SubscriptionIndex } from './subscription-index';
+import { emit, SubscriptionSink } from './subscription-sink';
+
+/** How one ability sees one change: computed once per (ability, change), shared by all. */
+interface AbilityView {
+  readBefore: boolean;
+  readAfter: boolean;
+  fields: string[];
+  /** '*' when every field is readable */
+  fieldsKey: string;
+}
+
+export interface SubscribeOptions {
+  resumeFrom?: unknown;
+  requestId?: string;
+}
+
+/** What the same document's two changes in one throttle window amount to. */
+function coalesce(first: ChangeEvent, next: ChangeEvent): ChangeEvent | null {
+  if (first === 'added') return next === 'removed' ? null : 'added';
+  if (first === 'removed') return next === 'removed' ? 'removed' : 'modified';
+  return next;
+}
+
+/** The top-level fields a query reads: filters and fieldPath. */
+function referencedFields(query: Query): string[] {
+  const fields: string[] = [];
+  for (const f of query.filters) if (f.type !== 'custom') fields.push(f.field.split('.')[0]);
+  if (query.fieldPath) fields.push(query.fieldPath.split('.')[0]);
+  return fields;
+}
+
+/**
+ * The subscription engine: registers subscriptions (with snapshot or resume), routes every
+ * committed change to the subscriptions indexed under its collection and document, checks
+ * the subscriber's ability against the document's before and after images, computes the
+ * result-set event, redacts the document to the readable fields, and hands frames to the
+ * connection. Transport-agnostic: connections implement SubscriptionSink.
+ */
+@Injectable()
+export class SubscriptionsService implements OnModuleInit {
+  private readonly logger = new Logger(SubscriptionsService.name);
+  private readonly index = new SubscriptionIndex<Subscription>();
+  private readonly bySink = new Map<string, Map<string, Subscription>>();
+  private readonly limits: RealtimeLimits;
+  private readonly customFilters: Record<string, CustomFilterFn>;
+  private readonly customFilterNames: ReadonlySet<string>;
+
+  constructor(
+    @InjectRealtimeOptions() options: RealtimeModuleOptions,
+    @InjectDataSource() private readonly dataSource: DataSource,
+    private readonly registry: CollectionRegistry,
+    private readonly feed: ChangeFeedService,
+    private readonly log: ChangeLogService,
+    private readonly transactions: TransactionRunner,
+    private readonly audit: AuditService,
+    private readonly metrics: MetricsService,
+  ) {
+    this.limits = { ...DEFAULT_LIMITS, ...options.limits };
+    this.customFilters = options.customFilters ?? {};
+    this.customFilterNames = new Set(Object.keys(this.customFilters));
+  }
+
+  onModuleInit(): void {
+    this.feed.onChanges((changes) => this.dispatch(changes));
+  }
+
+  /** Validates a query without registering anything (SSE URL parameters, REST). */
+  validate(raw: unknown): Query {
+    const result = validateQuery(raw, {
+      collections: this.registry.schemas,
+      customFilters: this.customFilterNames,
+      limits: this.limits,
+    });
+    if (!result.ok) throw new RealtimeError('invalid_query', 'invalid query', result.details);
+    return result.query;
+  }
+
+  subscriptionsOf(sink: SubscriptionSink): Subscription[] {
+    return [...(this.bySink.get(sink.id)?.values() ?? [])];
+  }
+
+  get size(): number {
+    return this.index.size;
+  }
+
+  /**
+   * Registers a subscription and brings it up to date: `subscription_created`, then the
+   * replay (resumeFrom) or snapshot (includeInitialData), then live changes, with no gap
+   * and no duplicate. Throws RealtimeError (invalid_query, forbidden, limit_exceeded).
+   */
+  async subscribe(sink: SubscriptionSink, raw: unknown, options: SubscribeOptions = {}): Promise<Subscription> {
+    const audit = { userId: sink.principal.userId, connectionId: sink.id };
+    let query: Query;
+    let resumeFrom: number | undefined;
+    try {
+      let subs = this.bySink.get(sink.id);
+      if (subs && subs.size >= this.limits.maxSubscriptionsPerConnection) {
+        throw new RealtimeError(
+          'limit_exceeded',
+          `at most ${this.limits.maxSubscriptionsPerConnection} subscriptions per connection`,
+        );
+      }
+      query = this.validate(raw);
+      if (options.resumeFrom !== undefined && options.resumeFrom !== null) {
+        if (!/^(0|[1-9][0-9]{0,15})$/.test(String(options.resumeFrom))) {
+          throw new RealtimeError('invalid_query', 'invalid resumeFrom', [
+            { path: 'resumeFrom', message: 'must be a seq: a decimal string' },
+          ]);
+        }
+        resumeFrom = Number(options.resumeFrom);
+      }
+      this.authorize(sink.ability, query);
+      if (!subs) {
+        subs = new Map();
+        this.bySink.set(sink.id, subs);
+      }
+    } catch (e) {
+      const err = e as RealtimeError;
+      this.audit.record({
+        ...audit,
+        action: 'subscription_creation_failed',
+        outcome: 'failure',
+        details: { code: err.code ?? 'internal', message: err.message, query: raw as Record<string, unknown> },
+        ipAddress: sink.remote.ip,
+        userAgent: sink.remote.userAgent,
+      });
+      throw e;
+    }
+    const predicate = compileFilters(query.filters, {
+      userId: sink.principal.userId,
+      customFilters: this.customFilters,
+    });
+    const sub = new Subscription(randomUUID(), query, queryKey(query), sink, predicate);
+    (this.bySink.get(sink.id) as Map<string, Subscription>).set(sub.id, sub);
+    this.index.add(sub);
+    this.metrics.subscriptions.inc();
+    this.audit.record({
+      ...audit,
+      action: 'subscription_created',
+      subscriptionId: sub.id,
+      details: { query: query as unknown as Record<string, unknown>, resumeFrom: resumeFrom ?? null },
+      ipAddress: sink.remote.ip,
+      userAgent: sink.remote.userAgent,
+    });
+    emit(sink, 'subscription_created', { subscriptionId: sub.id, query }, { requestId: options.requestId });
+    try {
+      if (resumeFrom !== undefined && (await this.replay(sub, resumeFrom))) return sub;
+      if (resumeFrom !== undefined) emit(sink, 'resync_required', { subscriptionId: sub.id });
+      if (query.includeInitialData) await this.snapshot(sub);
+      else this.goLive(sub, this.feed.delivered);
+    } catch (e) {
+      this.logger.error(`subscription ${sub.id} failed to start: ${(e as Error).stack}`);
+      this.drop(sub);
+      throw new RealtimeError('internal', 'the subscription could not be started');
+    }
+    return sub;
+  }
+
+  /** Ends one subscription at the client's request. */
+  unsubscribe(sink: SubscriptionSink, subscriptionId: unknown, requestId?: string): void {
+    const sub = typeof subscriptionId === 'string' ? this.bySink.get(sink.id)?.get(subscriptionId) : undefined;
+    if (!sub) throw new RealtimeError('not_found', 'no such subscription on this connection');
+    this.drop(sub);
+    this.audit.record({
+      action: 'subscription_ended',
+      userId: sink.principal.userId,
+      connectionId: sink.id,
+      subscriptionId: sub.id,
+      details: { reason: 'unsubscribed' },
+    });
+    emit(sink, 'unsubscribed', { subscriptionId: sub.id }, { requestId });
+  }
+
+  /** Ends every subscription of a connection that is going away. */
+  removeSink(sink: SubscriptionSink, reason = 'connection_closed'): void {
+    const subs = this.bySink.get(sink.id);
+    if (!subs) return;
+    for (const sub of subs.values()) {
+      this.drop(sub);
+      this.audit.record({
+        action: 'subscription_ended',
+        userId: sink.principal.userId,
+        connectionId: sink.id,
+        subscriptionId: sub.id,
+        details: { reason },
+      });
+    }
+    this.bySink.delete(sink.id);
+  }
+
+  /** Tells every subscription of the connection that it ends (`server_shutdown`). */
+  endAll(sink: SubscriptionSink, reason: 'server_shutdown' | 'revoked'): void {
+    for (const sub of this.subscriptionsOf(sink)) this.end(sub, reason);
+  }
+
+  /** After the connection's ability changed: ends what it may no longer read. */
+  reauthorize(sink: SubscriptionSink): void {
+    for (const sub of this.subscriptionsOf(sink)) {
+      try {
+        this.authorize(sink.ability, sub.query);
+      } catch {
+        this.end(sub, 'revoked');
+      }
+    }
+  }
+
+  private end(sub: Subscription, reason: 'server_shutdown' | 'revoked'): void {
+    if (sub.ended) return;
+    this.drop(sub);
+    this.audit.record({
+      action: reason === 'revoked' ? 'subscription_revoked' : 'subscription_ended',
+      userId: sub.sink.principal.userId,
+      connectionId: sub.sink.id,
+      subscriptionId: sub.id,
+      details: { reason },
+    });
+    emit(sub.sink, 'subscription_ended', { subscriptionId: sub.id, reason });
+  }
+
+  private drop(sub: Subscription): void {
+    if (sub.ended) return;
+    sub.ended = true;
+    clearTimeout(sub.windowTimer);
+    sub.buffer = [];
+    sub.outbox = [];
+    sub.window = undefined;
+    this.index.remove(sub);
+    const subs = this.bySink.get(sub.sink.id);
+    subs?.delete(sub.id);
+    if (subs && subs.size === 0) this.bySink.delete(sub.sink.id);
+    this.metrics.subscriptions.dec();
+  }
+
+  private authorize(ability: AnyAbility, query: Query): void {
+    if (!ability.can('read', query.collection)) {
+      throw new RealtimeError('forbidden', `not permitted to read ${query.collection}`);
+    }
+    for (const field of referencedFields(query)) {
+      if (!ability.can('read', query.collection, field)) {
+        throw new RealtimeError('forbidden', `not permitted to read field ${field} of ${query.collection}`);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- snapshot and resume
+
+  /** Replays the log after `from`; false when the log no longer reaches back that far. */
+  private async replay(sub: Subscription, from: number): Promise<boolean> {
+    const { query } = sub;
+    const read = await this.transactions.exclusive(async () => {
+      const head = await this.log.head();
+      if (from > head) return null;
+      const oldest = await this.log.oldest();
+      if (from < head && (oldest === null || from + 1 < oldest)) return null;
+      const changes = await this.log.since(from, head, query.collection, query.documentId);
+      return { head, changes };
+    });
+    if (!read || sub.ended) return false;
+    const collection = this.registry.get(query.collection) as RegisteredCollection;
+    sub.position = from;
+    for (const change of read.changes) {
+      const seq = Number(change.seq);
+      const prepared = this.prepare(sub, change, seq, collection, new Map(), new Map());
+      sub.position = seq;
+      if (prepared) sub.outbox.push(prepared);
+    }
+    this.flush(sub);
+    this.goLive(sub, read.head);
+    return true;
+  }
+
+  /** Sends the matching documents with the seq they reflect, then goes live after it. */
+  private async snapshot(sub: Subscription): Promise<void> {
+    const { query, sink } = sub;
+    const collection = this.registry.get(query.collection) as RegisteredCollection;
+    const repo = (manager: DataSource['manager']) => manager.getRepository(collection.metadata.target);
+    const where = query.documentId !== undefined ? { [collection.schema.primaryKey]: query.documentId } : {};
+    const order = { [collection.schema.primaryKey]: 'ASC' as const };
+    const read = async (manager: DataSource['manager']) => {
+      const head = await this.log.head();
+      const rows = await repo(manager).find({ where, order });
+      return { head, rows };
+    };
+    const { head, rows } = this.transactions.isSerial
+      ? await this.transactions.exclusive(() => read(this.dataSource.manager))
+      : await this.dataSource.transaction('REPEATABLE READ', async (manager) => {
+          // the first statement fixes the snapshot: the seq and the rows are of one moment
+          const [{ max }] = await manager.query('SELECT MAX(seq) AS max FROM change_log');
+          const found = await repo(manager).find({ where, order });
+          return { head: max == null ? 0 : Number(max), rows: found };
+        });
+    if (sub.ended) return;
+    const ability = sink.ability;
+    const documents: Doc[] = [];
+    for (const row of rows) {
+      const doc = this.registry.toDoc(collection, row);
+      if (!canOnDoc(ability, 'read', query.collection, doc) || !sub.predicate(doc)) continue;
+      const fields = readableFields(ability, query.collection, doc, collection.fields);
+      documents.push(fields.length === collection.fields.length ? doc : pickFields(doc, fields));
+    }
+    const size = query.batchSize;
+    const totalChunks = Math.max(1, Math.ceil(documents.length / size));
+    for (let i = 0; i < totalChunks; i++) {
+      emit(sink, 'initial_data', {
+        subscriptionId: sub.id,
+        documents: documents.slice(i * size, (i + 1) * size),
+        chunkIndex: i,
+        totalChunks,
+        isLast: i === totalChunks - 1,
+        seq: String(head),
+      });
+    }
+    this.goLive(sub, head);
+  }
+
+  /** Ends registration: changes that waited are applied after `position`, then live. */
+  private goLive(sub: Subscription, position: number): void {
+    if (sub.ended) return;
+    sub.position = Math.max(sub.position, position);
+    const waiting = sub.buffer;
+    sub.buffer = [];
+    sub.pending = false;
+    if (waiting.length === 0) return;
+    const collection = this.registry.get(sub.query.collection) as RegisteredCollection;
+    for (const change of waiting) {
+      const seq = Number(change.seq);
+      if (seq <= sub.position) continue;
+      sub.position = seq;
+      const prepared = this.prepare(sub, change, seq, collection, new Map(), new Map());
+      if (!prepared) continue;
+      if (sub.query.throttleMs > 0) this.throttle(sub, prepared);
+      else sub.outbox.push(prepared);
+    }
+    this.flush(sub);
+  }
+
+  // ---------------------------------------------------------------- the hot path
+
+  /** Routes committed changes (in seq order) to their subscriptions. */
+  dispatch(changes: ChangeRecord[]): void {
+    this.metrics.changes.inc(changes.length);
+    const touched: Subscription[] = [];
+    let delivered = 0;
+    for (const change of changes) {
+      const collection = this.registry.get(change.collection);
+      if (!collection) continue;
+      const seq = Number(change.seq);
+      const views = new Map<AnyAbility, AbilityView>();
+      const json = new Map<string, string>();
+      this.index.forEachCandidate(change.database, change.collection, change.documentId, (sub) => {
+        if (sub.pending) {
+          sub.buffer.push(change);
+          return;
+        }
+        if (seq <= sub.position) return;
+        sub.position = seq;
+        const prepared = this.prepare(sub, change, seq, collection, views, json);
+        if (!prepared) return;
+        if (sub.query.throttleMs > 0) {
+          this.throttle(sub, prepared);
+          return;
+        }
+        if (sub.outbox.length === 0) touched.push(sub);
+        sub.outbox.push(prepared);
+      });
+    }
+    for (const sub of touched) delivered += this.flush(sub);
+    if (delivered) this.metrics.deliveries.inc(delivered);
+    const committedAt = changes[changes.length - 1]?.committedAt;
+    if (committedAt && touched.length) this.metrics.latency.observe((Date.now() - committedAt) / 1000);
+  }
+
+  private view(ability: AnyAbility, change: ChangeRecord, collection: RegisteredCollection): AbilityView {
+    const name = change.collection;
+    const readBefore = change.before !== null && canOnDoc(ability, 'read', name, change.before);
+    const readAfter = change.after !== null && canOnDoc(ability, 'read', name, change.after);
+    const doc = readAfter ? change.after : readBefore ? change.before : null;
+    const fields = doc ? readableFields(ability, name, doc, collection.fields) : [];
+    const all = fields.length === collection.fields.length;
+    return { readBefore, readAfter, fields, fieldsKey: all ? '*' : fields.join(',') };
+  }
+
+  private prepare(
+    sub: Subscription,
+    change: ChangeRecord,
+    seq: number,
+    collection: RegisteredCollection,
+    views: Map<AnyAbility, AbilityView>,
+    cache: Map<string, string>,
+  ): PreparedChange | null {
+    const ability = sub.sink.ability;
+    let view = views.get(ability);
+    if (!view) {
+      view = this.view(ability, change, collection);
+      views.set(ability, view);
+    }
+    const inBefore = view.readBefore && sub.predicate(change.before as Doc);
+    const inAfter = view.readAfter && sub.predicate(change.after as Doc);
+    let event: ChangeEvent;
+    if (inAfter) event = inBefore ? 'modified' : 'added';
+    else if (inBefore) event = 'removed';
+    else return null;
+    const { query } = sub;
+    if (event === 'modified' && query.fieldPath && !touchesFieldPath(query.fieldPath, change.operation, change.changedFields)) {
+      return null;
+    }
+    const key = `${view.fieldsKey}|${event}|${query.includeMetadata ? 1 : 0}`;
+    let json = cache.get(key);
+    if (json === undefined) {
+      json = JSON.stringify(this.wire(change, event, view, query.includeMetadata));
+      cache.set(key, json);
+    }
+    return { seq, documentId: change.documentId, event, json };
+  }
+
+  private wire(change: ChangeRecord, event: ChangeEvent, view: AbilityView, metadata: boolean) {
+    const all = view.fieldsKey === '*';
+    const visible = all ? null : new Set(view.fields);
+    return {
+      seq: change.seq,
+      operation: change.operation,
+      event,
+      database: change.database,
+      collection: change.collection,
+      documentId: change.documentId,
+      document:
+        event === 'removed' ? null : all ? change.after : pickFields(change.after as Doc, view.fields),
+      changedFields: visible ? change.changedFields.filter((f) => visible.has(f)) : change.changedFields,
+      ...(metadata
+        ? { metadata: { timestamp: change.timestamp, actorId: change.actorId, version: change.version } }
+        : {}),
+    };
+  }
+
+  private throttle(sub: Subscription, prepared: PreparedChange): void {
+    const window = (sub.window ??= new Map());
+    const earlier = window.get(prepared.documentId);
+    if (earlier) {
+      window.delete(prepared.documentId);
+      const event = coalesce(earlier.event, prepared.event);
+      if (event === null) return;
+      if (event !== prepared.event) {
+        prepared.json = prepared.json.replace(`"event":"${prepared.event}"`, `"event":"${event}"`);
+        prepared.event = event;
+      }
+    }
+    window.set(prepared.documentId, prepared);
+    if (sub.windowTimer) return;
+    const wait = Math.max(0, sub.lastFlushAt + sub.query.throttleMs - Date.now());
+    sub.windowTimer = setTimeout(() => this.flushWindow(sub), wait);
+  }
+
+  private flushWindow(sub: Subscription): void {
+    sub.windowTimer = undefined;
+    if (sub.ended || !sub.window) return;
+    const changes = [...sub.window.values()].sort((a, b) => a.seq - b.seq);
+    sub.window.clear();
+    if (changes.length === 0) return;
+    sub.lastFlushAt = Date.now();
+    sub.outbox.push(...changes);
+    const delivered = this.flush(sub);
+    if (delivered) this.metrics.deliveries.inc(delivered);
+  }
+
+  /** Frames the outbox as data_change messages of at most batchSize changes. */
+  private flush(sub: Subscription): number {
+    const out = sub.outbox;
+    if (out.length === 0) return 0;
+    sub.outbox = [];
+    if (sub.ended || !sub.sink.open) return 0;
+    const size = sub.query.batchSize;
+    const head = `{"subscriptionId":"${sub.id}","changes":[`;
+    for (let i = 0; i < out.length; i += size) {
+      const end = Math.min(out.length, i + size);
+      let body = head + out[i].json;
+      for (let j = i + 1; j < end; j++) body += ',' + out[j].json;
+      body += ']}';
+      sub.sink.emitRaw('data_change', body, { eventId: String(out[end - 1].seq) });
+    }
+    return out.length;
+  }
+}

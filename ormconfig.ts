@@ -1,0 +1,15 @@
+/**
+ * The DataSource for the TypeORM CLI (`npm run typeorm -- migration:generate …`).
+ * Uses DATABASE_URL (PostgreSQL); migrations live in src/database/migrations.
+ */
+import 'reflect-metadata';
+import { DataSource } from 'typeorm';
+import { APP_ENTITIES } from './src/database/database.options';
+
+export default new DataSource({
+  type: 'postgres',
+  url: process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres',
+  entities: APP_ENTITIES,
+  migrations: ['src/database/migrations/*.ts'],
+  synchronize: false,
+});

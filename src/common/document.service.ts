@@ -1,0 +1,179 @@
+import { HttpStatus } from '@nestjs/common';
+import type { AnyAbility } from '@casl/ability';
+import { subject } from '@casl/ability';
+import { z, ZodType } from 'zod';
+import { FindOptionsWhere, MoreThan, ObjectLiteral, Repository } from 'typeorm';
+import {
+  canOnDoc,
+  CollectionRegistry,
+  ForbiddenError,
+  NotFoundError,
+  pickFields,
+  Principal,
+  RawBodyHttpException,
+  readableFields,
+  TransactionRunner,
+  ValidationError,
+  zodDetails,
+} from '@app/realtime';
+import type { Doc } from '@app/realtime';
+import { abilityScope } from './ability-scope';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export const listPaging = {
+  limit: z.coerce.number().int().min(1).max(200).default(50),
+  cursor: z.string().regex(UUID, 'must be a cursor returned by a previous page').optional(),
+};
+
+/** `version` from the body or from `If-Match` (`"3"`, `W/"3"` or `3`). */
+export function expectedVersion(bodyVersion: unknown, ifMatch: string | undefined): number | undefined {
+  if (bodyVersion !== undefined) return bodyVersion as number;
+  if (!ifMatch) return undefined;
+  const m = /^(?:W\/)?"?(\d{1,9})"?$/.exec(ifMatch.trim());
+  if (!m) {
+    throw new ValidationError([{ path: 'If-Match', message: 'must be the document version, e.g. "3"' }]);
+  }
+  return Number(m[1]);
+}
+
+export interface DocumentServiceConfig<T extends ObjectLiteral> {
+  collection: string;
+  create: ZodType<Partial<T>>;
+  patch: ZodType<Partial<T> & { version?: number }>;
+  /** query-string filters of the list endpoint (besides limit and cursor) */
+  list: ZodType<Record<string, unknown>>;
+  /** fields the server sets on create, e.g. the owner */
+  defaults(principal: Principal, body: Partial<T>): Partial<T>;
+  /** checks that need the database (e.g. the referenced project exists) */
+  validateReferences?(body: Partial<T>, repo: Repository<T>): Promise<void>;
+}
+
+/**
+ * The REST behaviour shared by the sample app's collections: ability-scoped listing with
+ * cursor paging, per-document ABAC checks (before and after a write), field redaction,
+ * optimistic concurrency (409 with the current document) and writes through the
+ * TransactionRunner so that change capture publishes them after commit.
+ *
+ * Documents another department owns answer 404 (their existence is not revealed); a
+ * document the user may read but not change answers 403.
+ */
+export class DocumentService<T extends ObjectLiteral & { id: string; version: number }> {
+  constructor(
+    private readonly repo: Repository<T>,
+    private readonly transactions: TransactionRunner,
+    private readonly registry: CollectionRegistry,
+    private readonly config: DocumentServiceConfig<T>,
+  ) {}
+
+  private get fields(): string[] {
+    return this.registry.get(this.config.collection)?.fields ?? [];
+  }
+
+  private toDoc(entity: T): Doc {
+    const collection = this.registry.get(this.config.collection);
+    return collection ? this.registry.toDoc(collection, entity) : { ...entity };
+  }
+
+  /** The document as this ability may see it. */
+  present(ability: AnyAbility, entity: T): Doc {
+    const doc = this.toDoc(entity);
+    const fields = readableFields(ability, this.config.collection, doc, this.fields);
+    return fields.length === this.fields.length ? doc : pickFields(doc, fields);
+  }
+
+  private parse<S>(schema: ZodType<S>, input: unknown): S {
+    const parsed = schema.safeParse(input ?? {});
+    if (!parsed.success) throw new ValidationError(zodDetails(parsed.error));
+    return parsed.data;
+  }
+
+  async list(ability: AnyAbility, query: unknown) {
+    const { limit, cursor, ...filters } = this.parse(
+      (this.config.list as z.AnyZodObject).extend(listPaging).strict(),
+      query,
+    ) as Record<string, unknown> & { limit: number; cursor?: string };
+    const scope = abilityScope(ability, 'read', this.config.collection);
+    if (scope === null) return { items: [], nextCursor: null };
+    const base = { ...filters, ...(cursor ? { id: MoreThan(cursor) } : {}) };
+    const where = (scope ?? [{}]).map((alt) => ({ ...alt, ...base })) as FindOptionsWhere<T>[];
+    const rows = await this.repo.find({ where, order: { id: 'ASC' } as never, take: limit + 1 });
+    const more = rows.length > limit;
+    const page = rows.slice(0, limit);
+    const items = page
+      .filter((row) => canOnDoc(ability, 'read', this.config.collection, this.toDoc(row)))
+      .map((row) => this.present(ability, row));
+    return { items, nextCursor: more ? page[page.length - 1].id : null };
+  }
+
+  private async findReadable(ability: AnyAbility, id: string, repo = this.repo): Promise<T> {
+    if (!UUID.test(id)) throw new NotFoundError(`no ${this.config.collection} document ${id}`);
+    const row = await repo.findOne({ where: { id } as FindOptionsWhere<T> });
+    if (!row || !canOnDoc(ability, 'read', this.config.collection, this.toDoc(row))) {
+      throw new NotFoundError(`no ${this.config.collection} document ${id}`);
+    }
+    return row;
+  }
+
+  async get(ability: AnyAbility, id: string): Promise<Doc> {
+    return this.present(ability, await this.findReadable(ability, id));
+  }
+
+  async create(principal: Principal, ability: AnyAbility, body: unknown): Promise<Doc> {
+    const input = this.parse(this.config.create, body);
+    const values = { ...input, ...this.config.defaults(principal, input) };
+    if (!ability.can('create', subject(this.config.collection, { ...values }))) {
+      throw new ForbiddenError(`not permitted to create this ${this.config.collection} document`);
+    }
+    await this.config.validateReferences?.(values, this.repo);
+    const saved = await this.transactions.transaction((manager) =>
+      manager.getRepository<T>(this.repo.target).save(this.repo.create(values as T)),
+    );
+    return this.present(ability, saved);
+  }
+
+  async update(ability: AnyAbility, id: string, body: unknown, ifMatch?: string): Promise<Doc> {
+    const { version: bodyVersion, ...patch } = this.parse(this.config.patch, body);
+    const version = expectedVersion(bodyVersion, ifMatch);
+    const collection = this.config.collection;
+    const saved = await this.transactions.transaction(async (manager) => {
+      const repo = manager.getRepository<T>(this.repo.target);
+      const current = await this.findReadable(ability, id, repo);
+      const before = this.toDoc(current);
+      if (!canOnDoc(ability, 'update', collection, before)) {
+        throw new ForbiddenError(`not permitted to update ${collection} document ${id}`);
+      }
+      for (const field of Object.keys(patch)) {
+        if (!ability.can('update', subject(collection, before), field)) {
+          throw new ForbiddenError(`not permitted to update field ${field}`);
+        }
+      }
+      if (version !== undefined && version !== current.version) {
+        throw new RawBodyHttpException(this.present(ability, current), HttpStatus.CONFLICT);
+      }
+      const next = repo.merge(repo.create({ ...current }), patch as never);
+      if (!canOnDoc(ability, 'update', collection, this.toDoc(next))) {
+        throw new ForbiddenError(`not permitted to make ${collection} document ${id} what the patch asks`);
+      }
+      await this.config.validateReferences?.(patch as Partial<T>, repo);
+      return repo.save(next);
+    });
+    return this.present(ability, saved);
+  }
+
+  async remove(ability: AnyAbility, id: string, bodyVersion: unknown, ifMatch?: string): Promise<void> {
+    const version = expectedVersion(bodyVersion, ifMatch);
+    const collection = this.config.collection;
+    await this.transactions.transaction(async (manager) => {
+      const repo = manager.getRepository<T>(this.repo.target);
+      const current = await this.findReadable(ability, id, repo);
+      if (!canOnDoc(ability, 'delete', collection, this.toDoc(current))) {
+        throw new ForbiddenError(`not permitted to delete ${collection} document ${id}`);
+      }
+      if (version !== undefined && version !== current.version) {
+        throw new RawBodyHttpException(this.present(ability, current), HttpStatus.CONFLICT);
+      }
+      await repo.remove(current);
+    });
+  }
+}

@@ -1,0 +1,39 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { DataSourceOptions } from 'typeorm';
+import { REALTIME_ENTITIES } from '@app/realtime';
+import { Project } from '../projects/project.entity';
+import { Task } from '../tasks/task.entity';
+import { Init1764400000000 } from './migrations/1764400000000-Init';
+
+export const APP_ENTITIES = [Project, Task, ...REALTIME_ENTITIES];
+
+/**
+ * PostgreSQL when `DATABASE_URL` is set (schema by migrations, run at start), else an
+ * embedded SQLite file in the data folder (schema synchronised: no set-up at all).
+ */
+export function databaseOptions(config: { databaseUrl?: string; dataDir: string }): DataSourceOptions {
+  if (config.databaseUrl) {
+    return {
+      type: 'postgres',
+      url: config.databaseUrl,
+      entities: APP_ENTITIES,
+      migrations: [Init1764400000000],
+      migrationsRun: true,
+      synchronize: false,
+      extra: { max: 20 },
+    };
+  }
+  mkdirSync(config.dataDir, { recursive: true });
+  return {
+    type: 'better-sqlite3',
+    database: join(config.dataDir, 'realtime.sqlite'),
+    entities: APP_ENTITIES,
+    synchronize: true,
+    prepareDatabase: (db: { pragma(s: string): unknown }) => {
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = NORMAL');
+      db.pragma('busy_timeout = 5000');
+    },
+  };
+}

@@ -1,0 +1,29 @@
+import { Injectable } from '@nestjs/common';
+import { InjectRepository } from '@nestjs/typeorm';
+import type { Repository } from 'typeorm';
+import { CollectionRegistry, TransactionRunner } from '@app/realtime';
+import { DocumentService } from '../common/document.service';
+import { Project } from './project.entity';
+import { CreateProject, ListProjects, PatchProject } from './projects.schemas';
+
+@Injectable()
+export class ProjectsService extends DocumentService<Project> {
+  constructor(
+    @InjectRepository(Project) repo: Repository<Project>,
+    transactions: TransactionRunner,
+    registry: CollectionRegistry,
+  ) {
+    super(repo, transactions, registry, {
+      collection: 'projects',
+      create: CreateProject as never,
+      patch: PatchProject as never,
+      list: ListProjects,
+      defaults: (principal, body) => ({
+        ownerId: principal.userId,
+        department:
+          body.department ??
+          (typeof principal.attrs.department === 'string' ? principal.attrs.department : undefined),
+      }),
+    });
+  }
+}
