@@ -1,10 +1,26 @@
 import { INestApplication, Logger, LogLevel } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import { json, NextFunction, Request, Response } from 'express';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import { setupRealtime } from '@app/realtime';
 import { AppModule } from './app.module';
 import { AppConfig } from './config/app.config';
+
+/** Answers body-parser errors before they reach routing (where they would become 404s). */
+function bodyParserErrors(err: any, _req: Request, res: Response, next: NextFunction): void {
+  if (!err || typeof err.status !== 'number' || !err.type) return next(err);
+  const tooLarge = err.type === 'entity.too.large';
+  res.status(err.status).json({
+    statusCode: err.status,
+    code: tooLarge ? 'payload_too_large' : 'bad_request',
+    message: tooLarge
+      ? 'request body too large'
+      : err.type === 'entity.parse.failed'
+        ? 'malformed JSON body'
+        : 'unreadable body',
+  });
+}
 
 const LEVELS: LogLevel[] = ['error', 'warn', 'log', 'debug', 'verbose'];
 
@@ -12,9 +28,11 @@ const LEVELS: LogLevel[] = ['error', 'warn', 'log', 'debug', 'verbose'];
 export async function createApp(config: AppConfig): Promise<INestApplication> {
   const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(config), {
     logger: LEVELS.slice(0, LEVELS.indexOf(config.logLevel as LogLevel) + 1),
-    bodyParser: true,
+    bodyParser: false,
   });
-  app.useBodyParser('json', { limit: '1mb' });
+  // our own JSON parser, so that its errors (malformed, too large) answer as JSON 400/413
+  app.use(json({ limit: '1mb' }));
+  app.use(bodyParserErrors);
   setupRealtime(app);
   const document = SwaggerModule.createDocument(
     app,

@@ -42,11 +42,19 @@ export class AppModule {
           heartbeatIntervalMs: config.heartbeatIntervalMs,
           redisUrl: config.redisUrl,
           changeLog: config.changeLog,
-          limits: Object.fromEntries(Object.entries(config.limits).filter(([, v]) => v !== undefined)),
+          limits: Object.fromEntries(
+            Object.entries(config.limits).filter(([, v]) => v !== undefined),
+          ),
         }),
         ServeStaticModule.forRoot({
           rootPath: join(__dirname, 'public'),
-          exclude: ['/api/{*rest}', '/realtime/{*rest}', '/admin/{*rest}', '/auth/{*rest}', '/docs/{*rest}'],
+          exclude: [
+            '/api/{*rest}',
+            '/realtime/{*rest}',
+            '/admin/{*rest}',
+            '/auth/{*rest}',
+            '/docs/{*rest}',
+          ],
         }),
         TerminusModule,
         ProjectsModule,

@@ -5,7 +5,13 @@ const DeleteBody = z.object({ version: z.number().int().min(1).optional() }).str
 
 /** The optional `{"version"}` body of a DELETE. */
 export function parseDeleteBody(body: unknown): number | undefined {
-  if (body === undefined || body === null || (typeof body === 'object' && Object.keys(body).length === 0)) {
+  if (
+    body === undefined ||
+    (typeof body === 'object' &&
+      body !== null &&
+      !Array.isArray(body) &&
+      Object.keys(body).length === 0)
+  ) {
     return undefined;
   }
   const parsed = DeleteBody.safeParse(body);

@@ -27,12 +27,17 @@ export const listPaging = {
 };
 
 /** `version` from the body or from `If-Match` (`"3"`, `W/"3"` or `3`). */
-export function expectedVersion(bodyVersion: unknown, ifMatch: string | undefined): number | undefined {
+export function expectedVersion(
+  bodyVersion: unknown,
+  ifMatch: string | undefined,
+): number | undefined {
   if (bodyVersion !== undefined) return bodyVersion as number;
   if (!ifMatch) return undefined;
   const m = /^(?:W\/)?"?(\d{1,9})"?$/.exec(ifMatch.trim());
   if (!m) {
-    throw new ValidationError([{ path: 'If-Match', message: 'must be the document version, e.g. "3"' }]);
+    throw new ValidationError([
+      { path: 'If-Match', message: 'must be the document version, e.g. "3"' },
+    ]);
   }
   return Number(m[1]);
 }
@@ -88,10 +93,12 @@ export class DocumentService<T extends ObjectLiteral & { id: string; version: nu
     return parsed.data;
   }
 
-  async list(ability: AnyAbility, query: unknown) {
+  async list(ability: AnyAbility, query: Record<string, unknown>) {
+    // the token may travel in the query string; it is not a filter
+    const { access_token: _token, ...rest } = query;
     const { limit, cursor, ...filters } = this.parse(
       (this.config.list as z.AnyZodObject).extend(listPaging).strict(),
-      query,
+      rest,
     ) as Record<string, unknown> & { limit: number; cursor?: string };
     const scope = abilityScope(ability, 'read', this.config.collection);
     if (scope === null) return { items: [], nextCursor: null };
@@ -153,7 +160,9 @@ export class DocumentService<T extends ObjectLiteral & { id: string; version: nu
       }
       const next = repo.merge(repo.create({ ...current }), patch as never);
       if (!canOnDoc(ability, 'update', collection, this.toDoc(next))) {
-        throw new ForbiddenError(`not permitted to make ${collection} document ${id} what the patch asks`);
+        throw new ForbiddenError(
+          `not permitted to make ${collection} document ${id} what the patch asks`,
+        );
       }
       await this.config.validateReferences?.(patch as Partial<T>, repo);
       return repo.save(next);
@@ -161,7 +170,12 @@ export class DocumentService<T extends ObjectLiteral & { id: string; version: nu
     return this.present(ability, saved);
   }
 
-  async remove(ability: AnyAbility, id: string, bodyVersion: unknown, ifMatch?: string): Promise<void> {
+  async remove(
+    ability: AnyAbility,
+    id: string,
+    bodyVersion: unknown,
+    ifMatch?: string,
+  ): Promise<void> {
     const version = expectedVersion(bodyVersion, ifMatch);
     const collection = this.config.collection;
     await this.transactions.transaction(async (manager) => {

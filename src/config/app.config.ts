@@ -26,10 +26,16 @@ const EnvSchema = z.object({
     .string()
     .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL (leave it unset for embedded SQLite)')
     .optional(),
-  REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// URL').optional(),
+  REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\//, 'must be a redis:// URL')
+    .optional(),
   JWT_SECRET: z.string().min(16, 'must be at least 16 characters').optional(),
   JWT_PUBLIC_KEY: z.string().includes('BEGIN', { message: 'must be a PEM public key' }).optional(),
-  JWT_PRIVATE_KEY: z.string().includes('BEGIN', { message: 'must be a PEM private key' }).optional(),
+  JWT_PRIVATE_KEY: z
+    .string()
+    .includes('BEGIN', { message: 'must be a PEM private key' })
+    .optional(),
   JWT_ISSUER: z.string().optional(),
   JWT_AUDIENCE: z.string().optional(),
   JWT_TTL_SECONDS: int(60, 7 * 24 * 3600).default('3600'),

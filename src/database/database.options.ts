@@ -12,7 +12,10 @@ export const APP_ENTITIES = [Project, Task, ...REALTIME_ENTITIES];
  * PostgreSQL when `DATABASE_URL` is set (schema by migrations, run at start), else an
  * embedded SQLite file in the data folder (schema synchronised: no set-up at all).
  */
-export function databaseOptions(config: { databaseUrl?: string; dataDir: string }): DataSourceOptions {
+export function databaseOptions(config: {
+  databaseUrl?: string;
+  dataDir: string;
+}): DataSourceOptions {
   if (config.databaseUrl) {
     return {
       type: 'postgres',

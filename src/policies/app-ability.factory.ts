@@ -9,7 +9,7 @@ import type { Principal } from '@app/realtime';
  * - manager: reads and writes projects and tasks of its own department, budget included.
  * - member: reads projects and tasks of its own department without `budget`; creates
  *   tasks in its own department (it owns them); updates only tasks it owns or is
- *   assigned to. Members delete nothing.
+ *   assigned to, never its budget or owner. Members delete nothing.
  */
 export function defineAppAbility(principal: Principal): MongoAbility {
   const { can, cannot, build } = new AbilityBuilder(createMongoAbility);
@@ -29,7 +29,10 @@ export function defineAppAbility(principal: Principal): MongoAbility {
       can('create', 'tasks', { department, ownerId: principal.userId });
       can('update', 'tasks', { department, ownerId: principal.userId });
       can('update', 'tasks', { department, assigneeId: principal.userId });
-      if (!roles.has('manager')) cannot('read', 'tasks', ['budget']);
+      if (!roles.has('manager')) {
+        cannot('read', 'tasks', ['budget']);
+        cannot('update', 'tasks', ['budget', 'ownerId']);
+      }
     }
   }
   return build();

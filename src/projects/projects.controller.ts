@@ -1,11 +1,22 @@
-import { Body, Controller, Delete, Get, Headers, HttpCode, Param, Patch, Post, Query } from '@nestjs/common';
+import {
+  Body,
+  Controller,
+  Delete,
+  Get,
+  Headers,
+  HttpCode,
+  Param,
+  Patch,
+  Post,
+  Query,
+} from '@nestjs/common';
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { AnyAbility } from '@casl/ability';
 import { Authenticated, CurrentAbility, CurrentPrincipal, Principal } from '@app/realtime';
 import { parseDeleteBody } from '../common/delete-body';
 import { ProjectsService } from './projects.service';
 
-@ApiTags("projects")
+@ApiTags('projects')
 @Controller('api/projects')
 @Authenticated()
 export class ProjectsController {
@@ -19,7 +30,11 @@ export class ProjectsController {
 
   @Post()
   @ApiOperation({ summary: 'Create a project (201 with the document)' })
-  create(@CurrentPrincipal() principal: Principal, @CurrentAbility() ability: AnyAbility, @Body() body: unknown) {
+  create(
+    @CurrentPrincipal() principal: Principal,
+    @CurrentAbility() ability: AnyAbility,
+    @Body() body: unknown,
+  ) {
     return this.projects.create(principal, ability, body);
   }
 
@@ -29,7 +44,10 @@ export class ProjectsController {
   }
 
   @Patch(':id')
-  @ApiOperation({ summary: 'Update a project; `version` in the body or If-Match; 409 with the current document when stale' })
+  @ApiOperation({
+    summary:
+      'Update a project; `version` in the body or If-Match; 409 with the current document when stale',
+  })
   update(
     @CurrentAbility() ability: AnyAbility,
     @Param('id') id: string,

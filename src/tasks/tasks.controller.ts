@@ -1,4 +1,15 @@
-import { Body, Controller, Delete, Get, Headers, HttpCode, Param, Patch, Post, Query } from '@nestjs/common';
+import {
+  Body,
+  Controller,
+  Delete,
+  Get,
+  Headers,
+  HttpCode,
+  Param,
+  Patch,
+  Post,
+  Query,
+} from '@nestjs/common';
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { AnyAbility } from '@casl/ability';
 import { Authenticated, CurrentAbility, CurrentPrincipal, Principal } from '@app/realtime';
@@ -12,14 +23,20 @@ export class TasksController {
   constructor(private readonly tasks: TasksService) {}
 
   @Get()
-  @ApiOperation({ summary: 'List tasks: ?status=&assigneeId=&projectId=&priority=&department=&limit=&cursor=' })
+  @ApiOperation({
+    summary: 'List tasks: ?status=&assigneeId=&projectId=&priority=&department=&limit=&cursor=',
+  })
   list(@CurrentAbility() ability: AnyAbility, @Query() query: Record<string, unknown>) {
     return this.tasks.list(ability, query);
   }
 
   @Post()
   @ApiOperation({ summary: 'Create a task (201 with the document)' })
-  create(@CurrentPrincipal() principal: Principal, @CurrentAbility() ability: AnyAbility, @Body() body: unknown) {
+  create(
+    @CurrentPrincipal() principal: Principal,
+    @CurrentAbility() ability: AnyAbility,
+    @Body() body: unknown,
+  ) {
     return this.tasks.create(principal, ability, body);
   }
 
@@ -29,7 +46,10 @@ export class TasksController {
   }
 
   @Patch(':id')
-  @ApiOperation({ summary: 'Update a task; `version` in the body or If-Match; 409 with the current document when stale' })
+  @ApiOperation({
+    summary:
+      'Update a task; `version` in the body or If-Match; 409 with the current document when stale',
+  })
   update(
     @CurrentAbility() ability: AnyAbility,
     @Param('id') id: string,

@@ -8,7 +8,10 @@ export const {
   ASYNC_OPTIONS_TYPE: REALTIME_ASYNC_OPTIONS_TYPE,
 } = new ConfigurableModuleBuilder<RealtimeModuleOptions>()
   .setClassMethodName('forRoot')
-  .setExtras({ isGlobal: true }, (definition, extras) => ({ ...definition, global: extras.isGlobal }))
+  .setExtras({ isGlobal: true }, (definition, extras) => ({
+    ...definition,
+    global: extras.isGlobal,
+  }))
   .build();
 
 /** Injects the options given to `RealtimeModule.forRoot`. */

@@ -32,7 +32,12 @@ export class AbilityService {
 }
 
 /** `ability.can(action, <doc of collection>)`; marks the doc with its subject type. */
-export function canOnDoc(ability: AnyAbility, action: string, collection: string, doc: Doc): boolean {
+export function canOnDoc(
+  ability: AnyAbility,
+  action: string,
+  collection: string,
+  doc: Doc,
+): boolean {
   return ability.can(action, asSubject(collection, doc));
 }
 

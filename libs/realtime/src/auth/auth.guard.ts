@@ -45,7 +45,9 @@ export class AuthGuard implements CanActivate {
     req.ability = ability;
     RequestContext.setPrincipal(principal);
     if (options.permission && !ability.can(options.permission[0], options.permission[1])) {
-      throw new ForbiddenError(`not permitted to ${options.permission[0]} ${options.permission[1]}`);
+      throw new ForbiddenError(
+        `not permitted to ${options.permission[0]} ${options.permission[1]}`,
+      );
     }
     return true;
   }

@@ -54,7 +54,9 @@ export class TokenService {
     try {
       payload = this.jwt.verify(token, {
         algorithms: [this.algorithm],
-        ...(this.algorithm === 'HS256' ? { secret: this.verifyKey } : { publicKey: this.verifyKey }),
+        ...(this.algorithm === 'HS256'
+          ? { secret: this.verifyKey }
+          : { publicKey: this.verifyKey }),
         issuer: this.options.auth.issuer,
         audience: this.options.auth.audience,
       });
@@ -78,7 +80,10 @@ export class TokenService {
   }
 
   /** Signs a token for a user (the demo login). Needs a secret or a private key. */
-  sign(user: { userId: string; roles: string[]; attrs: Record<string, unknown> }, ttlSeconds?: number) {
+  sign(
+    user: { userId: string; roles: string[]; attrs: Record<string, unknown> },
+    ttlSeconds?: number,
+  ) {
     const { secret, privateKey, issuer, audience } = this.options.auth;
     const key = this.algorithm === 'RS256' ? privateKey : secret;
     if (!key) throw new Error('cannot sign tokens: no secret or private key configured');

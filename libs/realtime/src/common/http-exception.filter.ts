@@ -34,7 +34,10 @@ export class HttpErrorFilter implements ExceptionFilter {
 
   private toBody(exception: unknown): { status: number; body: Record<string, unknown> } {
     if (exception instanceof RawBodyHttpException) {
-      return { status: exception.getStatus(), body: exception.getResponse() as Record<string, unknown> };
+      return {
+        status: exception.getStatus(),
+        body: exception.getResponse() as Record<string, unknown>,
+      };
     }
     if (exception instanceof HttpException) {
       const status = exception.getStatus();
@@ -58,7 +61,10 @@ export class HttpErrorFilter implements ExceptionFilter {
           : e.type === 'entity.too.large'
             ? 'request body too large'
             : 'bad request';
-      return { status, body: { statusCode: status, code: CODES[status] ?? 'bad_request', message } };
+      return {
+        status,
+        body: { statusCode: status, code: CODES[status] ?? 'bad_request', message },
+      };
     }
     this.logger.error(exception instanceof Error ? exception.stack : String(exception));
     return { status: 500, body: { statusCode: 500, code: 'internal', message: 'internal error' } };

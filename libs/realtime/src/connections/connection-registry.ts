@@ -1,4 +1,10 @@
-import { BeforeApplicationShutdown, Injectable, Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
+import {
+  BeforeApplicationShutdown,
+  Injectable,
+  Logger,
+  OnModuleDestroy,
+  OnModuleInit,
+} from '@nestjs/common';
 import { ThrottlerStorageService } from '@nestjs/throttler';
 import { AbilityService } from '../auth/ability.service';
 import { AuditService } from '../audit/audit.service';
@@ -19,7 +25,9 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
  * everything at shutdown. Releasing a connection removes every subscription and timer.
  */
 @Injectable()
-export class ConnectionRegistry implements OnModuleInit, OnModuleDestroy, BeforeApplicationShutdown {
+export class ConnectionRegistry
+  implements OnModuleInit, OnModuleDestroy, BeforeApplicationShutdown
+{
   private readonly logger = new Logger(ConnectionRegistry.name);
   private readonly connections = new Map<string, Connection>();
   private readonly byUser = new Map<string, Set<Connection>>();
@@ -60,7 +68,13 @@ export class ConnectionRegistry implements OnModuleInit, OnModuleDestroy, Before
   /** Counts a connection attempt of an IP; false past the per-minute limit. */
   async allowAttempt(ip: string | null | undefined): Promise<boolean> {
     const limit = this.limits.connectionsPerIpPerMinute;
-    const record = await this.attempts.increment(`connect:${ip ?? 'unknown'}`, 60_000, limit, 60_000, 'connect');
+    const record = await this.attempts.increment(
+      `connect:${ip ?? 'unknown'}`,
+      60_000,
+      limit,
+      60_000,
+      'connect',
+    );
     return !record.isBlocked && record.totalHits <= limit;
   }
 
@@ -148,7 +162,10 @@ export class ConnectionRegistry implements OnModuleInit, OnModuleDestroy, Before
   private scheduleExpiry(connection: Connection): void {
     clearTimeout(connection.expiryTimer);
     const ms = connection.principal.exp * 1000 - Date.now();
-    connection.expiryTimer = setTimeout(() => this.expire(connection), Math.min(Math.max(ms, 0), MAX_TIMER_MS));
+    connection.expiryTimer = setTimeout(
+      () => this.expire(connection),
+      Math.min(Math.max(ms, 0), MAX_TIMER_MS),
+    );
     connection.expiryTimer.unref();
   }
 
@@ -191,7 +208,11 @@ export class ConnectionRegistry implements OnModuleInit, OnModuleDestroy, Before
   }
 
   private closed(connection: Connection): Promise<void> {
-    const socket = (connection as unknown as { socket?: { readyState: number; once(e: string, f: () => void): void } }).socket;
+    const socket = (
+      connection as unknown as {
+        socket?: { readyState: number; once(e: string, f: () => void): void };
+      }
+    ).socket;
     if (!socket || socket.readyState === 3) return Promise.resolve();
     return new Promise((resolve) => socket.once('close', () => resolve()));
   }

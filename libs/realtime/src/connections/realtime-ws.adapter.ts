@@ -32,7 +32,12 @@ export class RealtimeWsAdapter extends WsAdapter {
       perMessageDeflate: false,
       verifyClient: (
         info: { req: IncomingMessage },
-        callback: (ok: boolean, code?: number, message?: string, headers?: Record<string, string>) => void,
+        callback: (
+          ok: boolean,
+          code?: number,
+          message?: string,
+          headers?: Record<string, string>,
+        ) => void,
       ) => {
         registry.allowAttempt(remoteOf(info.req).ip).then(
           (ok) =>

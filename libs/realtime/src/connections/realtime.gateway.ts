@@ -37,7 +37,10 @@ export class RealtimeGateway implements OnGatewayConnection {
     try {
       principal = this.tokens.verify(this.tokens.extract(req));
     } catch (e) {
-      const reason = e instanceof TokenError && e.reason === 'required' ? 'authentication required' : 'authentication failed';
+      const reason =
+        e instanceof TokenError && e.reason === 'required'
+          ? 'authentication required'
+          : 'authentication failed';
       this.audit.record({
         action: 'auth_failed',
         outcome: 'failure',
@@ -66,7 +69,9 @@ export class RealtimeGateway implements OnGatewayConnection {
       limits.maxBufferedBytes,
     );
     socket.on('close', () => this.registry.release(connection));
-    socket.on('error', (err) => this.logger.debug(`socket error on ${connection.id}: ${err.message}`));
+    socket.on('error', (err) =>
+      this.logger.debug(`socket error on ${connection.id}: ${err.message}`),
+    );
     socket.on('pong', () => (connection.missedPongs = 0));
     try {
       this.registry.admit(connection);
@@ -79,7 +84,13 @@ export class RealtimeGateway implements OnGatewayConnection {
     socket.on('message', (data, isBinary) => this.onMessage(connection, data, isBinary));
   }
 
-  private send(connection: WsConnection, code: ErrorCode, message: string, id?: string, details?: ErrorDetail[]): void {
+  private send(
+    connection: WsConnection,
+    code: ErrorCode,
+    message: string,
+    id?: string,
+    details?: ErrorDetail[],
+  ): void {
     const data: ServerEventMap['error'] = details ? { code, message, details } : { code, message };
     emit(connection, 'error', data, { requestId: id });
   }
@@ -105,7 +116,10 @@ export class RealtimeGateway implements OnGatewayConnection {
         outcome: 'failure',
         userId: connection.principal.userId,
         connectionId: connection.id,
-        details: { strikes: connection.strikes, closed: connection.strikes >= limits.rateLimitStrikes },
+        details: {
+          strikes: connection.strikes,
+          closed: connection.strikes >= limits.rateLimitStrikes,
+        },
       });
     }
     if (connection.strikes >= limits.rateLimitStrikes) {
@@ -113,13 +127,18 @@ export class RealtimeGateway implements OnGatewayConnection {
       this.registry.drop(connection, 4008, 'rate limit abused', 'rate_limited');
       return false;
     }
-    this.send(connection, 'rate_limited', `at most ${limits.messagesPerSecond} messages per second`);
+    this.send(
+      connection,
+      'rate_limited',
+      `at most ${limits.messagesPerSecond} messages per second`,
+    );
     return false;
   }
 
   private onMessage(connection: WsConnection, raw: RawData, isBinary: boolean): void {
     if (!connection.open || !this.admitMessage(connection)) return;
-    if (isBinary) return this.send(connection, 'invalid_message', 'binary frames are not supported');
+    if (isBinary)
+      return this.send(connection, 'invalid_message', 'binary frames are not supported');
     let message: unknown;
     try {
       message = JSON.parse(raw.toString());
@@ -133,7 +152,8 @@ export class RealtimeGateway implements OnGatewayConnection {
     if (id !== undefined && typeof id !== 'string') {
       return this.send(connection, 'invalid_message', '`id` must be a string');
     }
-    if (typeof type !== 'string') return this.send(connection, 'invalid_message', 'missing `type`', id);
+    if (typeof type !== 'string')
+      return this.send(connection, 'invalid_message', 'missing `type`', id);
     if (data !== undefined && (typeof data !== 'object' || data === null || Array.isArray(data))) {
       return this.send(connection, 'invalid_message', '`data` must be an object', id);
     }
@@ -145,7 +165,12 @@ export class RealtimeGateway implements OnGatewayConnection {
         case 'unsubscribe':
           return this.subscriptions.unsubscribe(connection, body.subscriptionId, id);
         case 'ping':
-          return emit(connection, 'pong', { ts: body.ts ?? null, serverTime: new Date().toISOString() }, { requestId: id });
+          return emit(
+            connection,
+            'pong',
+            { ts: body.ts ?? null, serverTime: new Date().toISOString() },
+            { requestId: id },
+          );
         case 'get_subscriptions':
           return emit(
             connection,
@@ -160,7 +185,12 @@ export class RealtimeGateway implements OnGatewayConnection {
         case 'auth':
           return this.reauthenticate(connection, body.token, id);
         default:
-          return this.send(connection, 'unknown_type', `unknown message type '${type.slice(0, 64)}'`, id);
+          return this.send(
+            connection,
+            'unknown_type',
+            `unknown message type '${type.slice(0, 64)}'`,
+            id,
+          );
       }
     } catch (e) {
       this.fail(connection, e, id);
@@ -197,7 +227,12 @@ export class RealtimeGateway implements OnGatewayConnection {
         connectionId: connection.id,
         details: { transport: 'websocket', reason: (e as Error).message, refresh: true },
       });
-      return this.send(connection, 'forbidden', `token refresh refused: ${(e as Error).message}`, id);
+      return this.send(
+        connection,
+        'forbidden',
+        `token refresh refused: ${(e as Error).message}`,
+        id,
+      );
     }
     if (principal.userId !== connection.principal.userId) {
       this.audit.record({
@@ -211,7 +246,12 @@ export class RealtimeGateway implements OnGatewayConnection {
       this.registry.drop(connection, 1008, 'token of another user', 'auth');
       return;
     }
-    emit(connection, 'auth_ok', { expiresAt: new Date(principal.exp * 1000).toISOString() }, { requestId: id });
+    emit(
+      connection,
+      'auth_ok',
+      { expiresAt: new Date(principal.exp * 1000).toISOString() },
+      { requestId: id },
+    );
     this.registry.refresh(connection, principal);
   }
 }

@@ -66,7 +66,9 @@ export class SseController {
   }
 
   @Get()
-  @ApiOperation({ summary: 'Open an event stream; ?subscribe=<query JSON> may repeat; Last-Event-ID resumes' })
+  @ApiOperation({
+    summary: 'Open an event stream; ?subscribe=<query JSON> may repeat; Last-Event-ID resumes',
+  })
   async stream(@Req() req: Request, @Res() res: Response): Promise<void> {
     const remote = remoteOf(req);
     if (!(await this.registry.allowAttempt(remote.ip))) {
@@ -93,7 +95,8 @@ export class SseController {
       toHttp(e);
     }
     const lastEventId = req.headers['last-event-id'] ?? req.query.lastEventId;
-    const resumeFrom = typeof lastEventId === 'string' && lastEventId !== '' ? lastEventId : undefined;
+    const resumeFrom =
+      typeof lastEventId === 'string' && lastEventId !== '' ? lastEventId : undefined;
     const { maxBufferedBytes } = this.registry.limits;
     const connection = new SseConnection(
       res,
@@ -120,7 +123,10 @@ export class SseController {
       await this.subscriptions
         .subscribe(connection, query, { resumeFrom })
         .catch((e: RealtimeError) =>
-          connection.emitRaw('error', JSON.stringify({ code: e.code ?? 'internal', message: e.message })),
+          connection.emitRaw(
+            'error',
+            JSON.stringify({ code: e.code ?? 'internal', message: e.message }),
+          ),
         );
     }
   }
@@ -139,9 +145,16 @@ export class SseController {
 
   @Post(':connectionId/subscriptions')
   @ApiOperation({ summary: 'Add a subscription to an open stream: {query, resumeFrom?}' })
-  async add(@Req() req: Request, @Param('connectionId') connectionId: string, @Body() body: unknown) {
+  async add(
+    @Req() req: Request,
+    @Param('connectionId') connectionId: string,
+    @Body() body: unknown,
+  ) {
     const connection = this.owned(req, connectionId);
-    const { query, resumeFrom, ...rest } = (body && typeof body === 'object' ? body : {}) as Record<string, unknown>;
+    const { query, resumeFrom, ...rest } = (body && typeof body === 'object' ? body : {}) as Record<
+      string,
+      unknown
+    >;
     const unknown = Object.keys(rest);
     if (query === undefined || unknown.length) {
       toHttp(

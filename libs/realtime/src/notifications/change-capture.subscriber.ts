@@ -115,7 +115,8 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     const before = this.registry.toDoc(collection, source);
     const pk = collection.schema.primaryKey;
     if (before[pk] == null && event.entityId != null) {
-      before[pk] = typeof event.entityId === 'object' ? (event.entityId as Doc)[pk] : event.entityId;
+      before[pk] =
+        typeof event.entityId === 'object' ? (event.entityId as Doc)[pk] : event.entityId;
     }
     await this.capture(event.queryRunner, collection, 'delete', before, null);
   }
@@ -124,13 +125,25 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     const collection = this.registry.forMetadata(event.metadata);
     const source = event.databaseEntity ?? event.entity;
     if (!collection || !source) return;
-    await this.capture(event.queryRunner, collection, 'delete', this.registry.toDoc(collection, source), null);
+    await this.capture(
+      event.queryRunner,
+      collection,
+      'delete',
+      this.registry.toDoc(collection, source),
+      null,
+    );
   }
 
   async afterRecover(event: RecoverEvent<object>): Promise<void> {
     const collection = this.registry.forMetadata(event.metadata);
     if (!collection || !event.entity) return;
-    await this.capture(event.queryRunner, collection, 'insert', null, this.registry.toDoc(collection, event.entity));
+    await this.capture(
+      event.queryRunner,
+      collection,
+      'insert',
+      null,
+      this.registry.toDoc(collection, event.entity),
+    );
   }
 
   afterTransactionCommit(event: TransactionCommitEvent): void {
@@ -205,7 +218,9 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     } else {
       changedFields = collection.fields.slice();
     }
-    const version = collection.versionField ? ((doc[collection.versionField] as number) ?? null) : null;
+    const version = collection.versionField
+      ? ((doc[collection.versionField] as number) ?? null)
+      : null;
     const row = new ChangeLogEntry();
     row.database = DEFAULT_DATABASE;
     row.collection = collection.schema.name;

@@ -1,4 +1,10 @@
-import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
+import {
+  Inject,
+  Injectable,
+  Logger,
+  OnApplicationBootstrap,
+  OnApplicationShutdown,
+} from '@nestjs/common';
 import { CHANGE_BUS } from '../realtime.constants';
 import type { ChangeRecord } from '../realtime.types';
 import type { ChangeBus } from './change-bus';

@@ -46,7 +46,9 @@ export class ChangeLogService implements OnModuleInit, OnApplicationShutdown {
 
   onModuleInit(): void {
     this.timer = setInterval(() => {
-      this.prune().catch((e) => this.logger.error(`change log retention failed: ${(e as Error).message}`));
+      this.prune().catch((e) =>
+        this.logger.error(`change log retention failed: ${(e as Error).message}`),
+      );
     }, this.pruneIntervalMs);
     this.timer.unref();
   }

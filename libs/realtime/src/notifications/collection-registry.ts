@@ -61,7 +61,9 @@ export class CollectionRegistry implements OnModuleInit {
       }
       const metadata = this.dataSource.getMetadata(registration.entity);
       if (metadata.primaryColumns.length !== 1) {
-        throw new Error(`RealtimeModule: collection '${registration.name}' needs exactly one primary column`);
+        throw new Error(
+          `RealtimeModule: collection '${registration.name}' needs exactly one primary column`,
+        );
       }
       const fields: Record<string, FieldKind> = {};
       for (const column of metadata.columns) fields[column.propertyName] = kindOf(column);
@@ -108,7 +110,9 @@ export class CollectionRegistry implements OnModuleInit {
     const doc: Doc = {};
     for (const column of collection.metadata.columns) {
       const value = column.getEntityValue(saved);
-      doc[column.propertyName] = jsonValue(value === undefined ? column.getEntityValue(before) : value);
+      doc[column.propertyName] = jsonValue(
+        value === undefined ? column.getEntityValue(before) : value,
+      );
     }
     return doc;
   }

@@ -31,7 +31,9 @@ export class RedisChangeBus implements ChangeBus {
       if (this.everConnected) this.resync.forEach((f) => f());
       this.everConnected = true;
     });
-    void this.sub.subscribe(CHANNEL).catch((e) => this.logger.warn(`redis subscribe: ${e.message}`));
+    void this.sub
+      .subscribe(CHANNEL)
+      .catch((e) => this.logger.warn(`redis subscribe: ${e.message}`));
     this.sub.on('messageBuffer', (_channel: Buffer, message: Buffer) => this.onMessage(message));
   }
 
@@ -52,7 +54,9 @@ export class RedisChangeBus implements ChangeBus {
     for (const handler of this.handlers) handler(changes);
     if (this.pub.status !== 'ready') return; // the others catch up from the log
     this.pub.publish(CHANNEL, `${this.nodeId}\n${JSON.stringify(changes)}`).catch((e) => {
-      this.logger.warn(`redis publish failed (other nodes will catch up from the log): ${e.message}`);
+      this.logger.warn(
+        `redis publish failed (other nodes will catch up from the log): ${e.message}`,
+      );
     });
   }
 
@@ -65,7 +69,8 @@ export class RedisChangeBus implements ChangeBus {
   }
 
   async health(): Promise<string | null> {
-    if (this.pub.status !== 'ready' || this.sub.status !== 'ready') return `redis ${this.pub.status}`;
+    if (this.pub.status !== 'ready' || this.sub.status !== 'ready')
+      return `redis ${this.pub.status}`;
     try {
       await this.pub.ping();
       return null;

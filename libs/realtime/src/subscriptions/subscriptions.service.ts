@@ -108,7 +108,11 @@ export class SubscriptionsService implements OnModuleInit {
    * replay (resumeFrom) or snapshot (includeInitialData), then live changes, with no gap
    * and no duplicate. Throws RealtimeError (invalid_query, forbidden, limit_exceeded).
    */
-  async subscribe(sink: SubscriptionSink, raw: unknown, options: SubscribeOptions = {}): Promise<Subscription> {
+  async subscribe(
+    sink: SubscriptionSink,
+    raw: unknown,
+    options: SubscribeOptions = {},
+  ): Promise<Subscription> {
     const audit = { userId: sink.principal.userId, connectionId: sink.id };
     let query: Query;
     let resumeFrom: number | undefined;
@@ -140,7 +144,11 @@ export class SubscriptionsService implements OnModuleInit {
         ...audit,
         action: 'subscription_creation_failed',
         outcome: 'failure',
-        details: { code: err.code ?? 'internal', message: err.message, query: raw as Record<string, unknown> },
+        details: {
+          code: err.code ?? 'internal',
+          message: err.message,
+          query: raw as Record<string, unknown>,
+        },
         ipAddress: sink.remote.ip,
         userAgent: sink.remote.userAgent,
       });
@@ -158,11 +166,19 @@ export class SubscriptionsService implements OnModuleInit {
       ...audit,
       action: 'subscription_created',
       subscriptionId: sub.id,
-      details: { query: query as unknown as Record<string, unknown>, resumeFrom: resumeFrom ?? null },
+      details: {
+        query: query as unknown as Record<string, unknown>,
+        resumeFrom: resumeFrom ?? null,
+      },
       ipAddress: sink.remote.ip,
       userAgent: sink.remote.userAgent,
     });
-    emit(sink, 'subscription_created', { subscriptionId: sub.id, query }, { requestId: options.requestId });
+    emit(
+      sink,
+      'subscription_created',
+      { subscriptionId: sub.id, query },
+      { requestId: options.requestId },
+    );
     try {
       if (resumeFrom !== undefined && (await this.replay(sub, resumeFrom))) return sub;
       if (resumeFrom !== undefined) emit(sink, 'resync_required', { subscriptionId: sub.id });
@@ -178,7 +194,10 @@ export class SubscriptionsService implements OnModuleInit {
 
   /** Ends one subscription at the client's request. */
   unsubscribe(sink: SubscriptionSink, subscriptionId: unknown, requestId?: string): void {
-    const sub = typeof subscriptionId === 'string' ? this.bySink.get(sink.id)?.get(subscriptionId) : undefined;
+    const sub =
+      typeof subscriptionId === 'string'
+        ? this.bySink.get(sink.id)?.get(subscriptionId)
+        : undefined;
     if (!sub) throw new RealtimeError('not_found', 'no such subscription on this connection');
     this.drop(sub);
     this.audit.record({
@@ -257,7 +276,10 @@ export class SubscriptionsService implements OnModuleInit {
     }
     for (const field of referencedFields(query)) {
       if (!ability.can('read', query.collection, field)) {
-        throw new RealtimeError('forbidden', `not permitted to read field ${field} of ${query.collection}`);
+        throw new RealtimeError(
+          'forbidden',
+          `not permitted to read field ${field} of ${query.collection}`,
+        );
       }
     }
   }
@@ -293,8 +315,10 @@ export class SubscriptionsService implements OnModuleInit {
   private async snapshot(sub: Subscription): Promise<void> {
     const { query, sink } = sub;
     const collection = this.registry.get(query.collection) as RegisteredCollection;
-    const repo = (manager: DataSource['manager']) => manager.getRepository(collection.metadata.target);
-    const where = query.documentId !== undefined ? { [collection.schema.primaryKey]: query.documentId } : {};
+    const repo = (manager: DataSource['manager']) =>
+      manager.getRepository(collection.metadata.target);
+    const where =
+      query.documentId !== undefined ? { [collection.schema.primaryKey]: query.documentId } : {};
     const order = { [collection.schema.primaryKey]: 'ASC' as const };
     const read = async (manager: DataSource['manager']) => {
       const head = await this.log.head();
@@ -387,10 +411,15 @@ export class SubscriptionsService implements OnModuleInit {
     for (const sub of touched) delivered += this.flush(sub);
     if (delivered) this.metrics.deliveries.inc(delivered);
     const committedAt = changes[changes.length - 1]?.committedAt;
-    if (committedAt && touched.length) this.metrics.latency.observe((Date.now() - committedAt) / 1000);
+    if (committedAt && touched.length)
+      this.metrics.latency.observe((Date.now() - committedAt) / 1000);
   }
 
-  private view(ability: AnyAbility, change: ChangeRecord, collection: RegisteredCollection): AbilityView {
+  private view(
+    ability: AnyAbility,
+    change: ChangeRecord,
+    collection: RegisteredCollection,
+  ): AbilityView {
     const name = change.collection;
     const readBefore = change.before !== null && canOnDoc(ability, 'read', name, change.before);
     const readAfter = change.after !== null && canOnDoc(ability, 'read', name, change.after);
@@ -421,7 +450,11 @@ export class SubscriptionsService implements OnModuleInit {
     else if (inBefore) event = 'removed';
     else return null;
     const { query } = sub;
-    if (event === 'modified' && query.fieldPath && !touchesFieldPath(query.fieldPath, change.operation, change.changedFields)) {
+    if (
+      event === 'modified' &&
+      query.fieldPath &&
+      !touchesFieldPath(query.fieldPath, change.operation, change.changedFields)
+    ) {
       return null;
     }
     const key = `${view.fieldsKey}|${event}|${query.includeMetadata ? 1 : 0}`;
@@ -444,10 +477,22 @@ export class SubscriptionsService implements OnModuleInit {
       collection: change.collection,
       documentId: change.documentId,
       document:
-        event === 'removed' ? null : all ? change.after : pickFields(change.after as Doc, view.fields),
-      changedFields: visible ? change.changedFields.filter((f) => visible.has(f)) : change.changedFields,
+        event === 'removed'
+          ? null
+          : all
+            ? change.after
+            : pickFields(change.after as Doc, view.fields),
+      changedFields: visible
+        ? change.changedFields.filter((f) => visible.has(f))
+        : change.changedFields,
       ...(metadata
-        ? { metadata: { timestamp: change.timestamp, actorId: change.actorId, version: change.version } }
+        ? {
+            metadata: {
+              timestamp: change.timestamp,
+              actorId: change.actorId,
+              version: change.version,
+            },
+          }
         : {}),
     };
   }
