@@ -4,9 +4,10 @@ const moduleNameMapper = {
   '^@app/client(|/.*)$': '<rootDir>/libs/client/src$1',
 };
 const transform = {
-  '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.json', isolatedModules: true, diagnostics: false }],
+  '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.spec.json', diagnostics: false }],
 };
 module.exports = {
+  testTimeout: 60000,
   projects: [
     {
       displayName: 'unit',
@@ -25,7 +26,6 @@ module.exports = {
       testRegex: '.*\\.e2e-spec\\.ts$',
       transform,
       moduleNameMapper,
-      testTimeout: 60000,
     },
   ],
 };

@@ -26,6 +26,8 @@ export class Subscription {
   window?: Map<string, PreparedChange>;
   windowTimer?: NodeJS.Timeout;
   lastFlushAt = 0;
+  /** top-level fields the filters read (checked per document against the ability) */
+  filterFields: string[] = [];
 
   constructor(
     readonly id: string,

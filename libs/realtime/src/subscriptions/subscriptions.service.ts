@@ -24,9 +24,13 @@ import { emit, SubscriptionSink } from './subscription-sink';
 interface AbilityView {
   readBefore: boolean;
   readAfter: boolean;
+  /** readable fields of the after image (of the before image when only it is readable) */
   fields: string[];
   /** '*' when every field is readable */
   fieldsKey: string;
+  /** readable fields of the before image, computed only when a filter needs them */
+  beforeFields?: Set<string>;
+  afterFields?: Set<string>;
 }
 
 export interface SubscribeOptions {
@@ -159,6 +163,7 @@ export class SubscriptionsService implements OnModuleInit {
       customFilters: this.customFilters,
     });
     const sub = new Subscription(randomUUID(), query, queryKey(query), sink, predicate);
+    sub.filterFields = [...new Set(referencedFields({ ...query, fieldPath: undefined }))];
     (this.bySink.get(sink.id) as Map<string, Subscription>).set(sub.id, sub);
     this.index.add(sub);
     this.metrics.subscriptions.inc();
@@ -338,8 +343,9 @@ export class SubscriptionsService implements OnModuleInit {
     const documents: Doc[] = [];
     for (const row of rows) {
       const doc = this.registry.toDoc(collection, row);
-      if (!canOnDoc(ability, 'read', query.collection, doc) || !sub.predicate(doc)) continue;
+      if (!canOnDoc(ability, 'read', query.collection, doc)) continue;
       const fields = readableFields(ability, query.collection, doc, collection.fields);
+      if (sub.filterFields.some((f) => !fields.includes(f)) || !sub.predicate(doc)) continue;
       documents.push(fields.length === collection.fields.length ? doc : pickFields(doc, fields));
     }
     const size = query.batchSize;
@@ -415,6 +421,36 @@ export class SubscriptionsService implements OnModuleInit {
       this.metrics.latency.observe((Date.now() - committedAt) / 1000);
   }
 
+  /**
+   * A filter may only look at fields the subscriber may read on that very document;
+   * otherwise whether it matches would reveal a hidden value (ABAC on the filter itself).
+   */
+  private mayFilter(
+    sub: Subscription,
+    view: AbilityView,
+    change: ChangeRecord,
+    image: 'before' | 'after',
+  ): boolean {
+    if (sub.filterFields.length === 0) return true;
+    const collection = this.registry.get(change.collection) as RegisteredCollection;
+    let readable = image === 'before' ? view.beforeFields : view.afterFields;
+    if (!readable) {
+      readable = new Set(
+        readableFields(
+          sub.sink.ability,
+          change.collection,
+          change[image] as Doc,
+          collection.fields,
+        ),
+      );
+      if (image === 'before') view.beforeFields = readable;
+      else view.afterFields = readable;
+    }
+    if (readable.size === collection.fields.length) return true;
+    for (const field of sub.filterFields) if (!readable.has(field)) return false;
+    return true;
+  }
+
   private view(
     ability: AnyAbility,
     change: ChangeRecord,
@@ -443,8 +479,14 @@ export class SubscriptionsService implements OnModuleInit {
       view = this.view(ability, change, collection);
       views.set(ability, view);
     }
-    const inBefore = view.readBefore && sub.predicate(change.before as Doc);
-    const inAfter = view.readAfter && sub.predicate(change.after as Doc);
+    const inBefore =
+      view.readBefore &&
+      this.mayFilter(sub, view, change, 'before') &&
+      sub.predicate(change.before as Doc);
+    const inAfter =
+      view.readAfter &&
+      this.mayFilter(sub, view, change, 'after') &&
+      sub.predicate(change.after as Doc);
     let event: ChangeEvent;
     if (inAfter) event = inBefore ? 'modified' : 'added';
     else if (inBefore) event = 'removed';

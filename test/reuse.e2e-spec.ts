@@ -1,0 +1,69 @@
+import type { INestApplication } from '@nestjs/common';
+import jwt from 'jsonwebtoken';
+import type { AddressInfo } from 'node:net';
+import { NOTES_SECRET, startNotesApp } from './fixtures/notes-app/notes.app';
+import { WsClient } from './utils/ws-client';
+
+/** Issue 3 "proof of reuse": an app that is not the sample app adopts the library. */
+describe('reuse: a notes app with its own entity and rules', () => {
+  let app: INestApplication;
+  let base: string;
+  const token = (sub: string) => jwt.sign({ sub }, NOTES_SECRET, { expiresIn: 600 });
+  const post = async (sub: string, path: string, body: unknown, method = 'POST') => {
+    const r = await fetch(base + path, {
+      method,
+      headers: { authorization: `Bearer ${token(sub)}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    return r.json();
+  };
+
+  beforeAll(async () => {
+    app = await startNotesApp();
+    base = `http://127.0.0.1:${(app.getHttpServer().address() as AddressInfo).port}`;
+  });
+  afterAll(() => app?.close());
+
+  it('subscribes, delivers and redacts by its own CASL rules', async () => {
+    const ann = await WsClient.open(base.replace('http', 'ws') + '/realtime/ws', token('ann'));
+    const ben = await WsClient.open(base.replace('http', 'ws') + '/realtime/ws', token('ben'));
+    const annSub = await ann.subscribe({ collection: 'notes' });
+    const benSub = await ben.subscribe({
+      collection: 'notes',
+      filters: [{ type: 'field', field: 'text', operator: 'contains', value: 'HELLO' }],
+    });
+
+    const note = await post('ann', '/notes', { text: 'hello world', secret: 's3cret' });
+    const [own] = await ann.waitChanges(annSub, 1);
+    expect(own).toMatchObject({ event: 'added', collection: 'notes', documentId: note.id });
+    expect(own.document).toMatchObject({ text: 'hello world', secret: 's3cret', shared: false });
+
+    // private to ann: ben sees nothing; shared: ben sees it added, without the secret
+    await post('ann', `/notes/${note.id}`, { shared: true }, 'PATCH');
+    const [shared] = await ben.waitChanges(benSub, 1);
+    expect(shared.event).toBe('added');
+    expect(shared.document).not.toHaveProperty('secret');
+    expect(shared.document).toMatchObject({ text: 'hello world', shared: true, ownerId: 'ann' });
+    expect(ben.changes(benSub)).toHaveLength(1);
+
+    // filters are the library's: the text no longer matches → removed for ben
+    await post('ann', `/notes/${note.id}`, { text: 'bye' }, 'PATCH');
+    const changes = await ben.waitChanges(benSub, 2);
+    expect(changes[1]).toMatchObject({ event: 'removed', document: null });
+    const annChanges = await ann.waitChanges(annSub, 3);
+    expect(annChanges.map((c) => Number(c.seq))).toEqual([1, 2, 3]);
+
+    // a filter on a field the rules hide on some documents matches only where it is readable
+    const bySecret = await ben.subscribe({
+      collection: 'notes',
+      filters: [{ type: 'field', field: 'secret', operator: 'exists', value: true }],
+    });
+    await post('ann', '/notes', { text: 'ann shares a secret', secret: 'x', shared: true });
+    const bens = await post('ben', '/notes', { text: 'ben keeps a secret', secret: 'y' });
+    const [first] = await ben.waitChanges(bySecret, 1);
+    expect(first).toMatchObject({ event: 'added', documentId: bens.id, document: { secret: 'y' } });
+    expect(ben.changes(bySecret)).toHaveLength(1);
+    ann.close();
+    ben.close();
+  });
+});
