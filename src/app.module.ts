@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { HttpErrorFilter, RealtimeModule } from '@app/realtime';
 import { AuthController } from './auth/auth.controller';
 import { APP_CONFIG, AppConfig } from './config/app.config';
+import { DemoDataService } from './demo/demo-data.service';
 import { databaseOptions } from './database/database.options';
 import { HealthController } from './health/health.controller';
 import { defineAppAbility } from './policies/app-ability.factory';
@@ -64,6 +65,7 @@ export class AppModule {
       providers: [
         { provide: APP_CONFIG, useValue: config },
         { provide: APP_FILTER, useClass: HttpErrorFilter },
+        DemoDataService,
       ],
     };
   }

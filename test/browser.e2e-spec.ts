@@ -260,6 +260,58 @@ describeWithChromium('demo page in Chromium', () => {
     task = after;
   });
 
+  it('refuses a bad query with invalid_query, without disturbing the other live queries', async () => {
+    const page = pages[0];
+    const error = await page.evaluate(
+      () =>
+        new Promise<{ code: string; details?: unknown[] }>((resolve) =>
+          (window as any).demo.client.subscribe(
+            { collection: 'no_such_collection', includeInitialData: true },
+            { onError: resolve },
+          ),
+        ),
+    );
+    expect(error.code).toBe('invalid_query');
+    await expect(page.getByTestId('subscription-status').getAttribute('data-status')).resolves.toBe(
+      'live',
+    );
+  });
+
+  it('works over Server-Sent Events as well', async () => {
+    const login = await t.api(null, 'POST', '/auth/login', {
+      username: 'alice',
+      password: 'alice-password',
+    });
+    const sseContext = await browser.newContext();
+    await sseContext.addInitScript(
+      (auth) => {
+        localStorage.setItem('realtime-demo-auth', JSON.stringify(auth));
+      },
+      {
+        username: 'alice',
+        password: 'alice-password',
+        accessToken: login.body.accessToken,
+        expiresAt: Date.now() + login.body.expiresIn * 1000,
+      },
+    );
+    try {
+      const page = await sseContext.newPage();
+      await page.goto(`${t.http}/?transport=sse`);
+      await page.waitForSelector('[data-testid="connection-badge"][data-state="open"]');
+      await expect(page.getByTestId('connection-badge').textContent()).resolves.toBe('open · sse');
+      const current = (await api('GET', `/api/tasks/${task.id}`)).body;
+      const r = await api('PATCH', `/api/tasks/${task.id}`, {
+        title: 'changed for SSE',
+        version: current.version,
+      });
+      expect(r.status).toBe(200);
+      task = r.body;
+      await waitForTitle(page, task.id, 'changed for SSE');
+    } finally {
+      await sseContext.close();
+    }
+  });
+
   it.each(['server-wins', 'client-wins'] as const)(
     'a conflicting edit resolves per strategy: %s',
     async (strategy) => {

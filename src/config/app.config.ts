@@ -40,10 +40,14 @@ const EnvSchema = z.object({
   JWT_AUDIENCE: z.string().optional(),
   JWT_TTL_SECONDS: int(60, 7 * 24 * 3600).default('3600'),
   DEMO_USERS: bool.optional(),
+  DEMO_DATA: bool.optional(),
   HEARTBEAT_INTERVAL_MS: int(1000, 600_000).default('30000'),
   MAX_CONNECTIONS_PER_USER: int(1, 1_000_000).optional(),
   MAX_SUBSCRIPTIONS_PER_CONNECTION: int(1, 100_000).optional(),
   CONNECTIONS_PER_IP_PER_MINUTE: int(1, 10_000_000).optional(),
+  MESSAGES_PER_SECOND: int(1, 1_000_000).optional(),
+  MESSAGE_BURST: int(1, 1_000_000).optional(),
+  MAX_BUFFERED_BYTES: int(1024, 1024 * 1024 * 1024).optional(),
   CHANGE_LOG_MAX_AGE_MS: int(1000, 365 * 24 * 3600 * 1000).optional(),
   CHANGE_LOG_MAX_ROWS: int(1, 1_000_000_000).optional(),
   LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug', 'verbose']).default('log'),
@@ -65,11 +69,16 @@ export interface AppConfig {
     ttlSeconds: number;
   };
   demoUsers: boolean;
+  /** seed a demo board into an empty database */
+  demoData: boolean;
   heartbeatIntervalMs: number;
   limits: {
     maxConnectionsPerUser?: number;
     maxSubscriptionsPerConnection?: number;
     connectionsPerIpPerMinute?: number;
+    messagesPerSecond?: number;
+    messageBurst?: number;
+    maxBufferedBytes?: number;
   };
   changeLog: { maxAgeMs?: number; maxRows?: number };
   logLevel: string;
@@ -117,11 +126,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       ttlSeconds: e.JWT_TTL_SECONDS,
     },
     demoUsers: e.DEMO_USERS ?? e.NODE_ENV !== 'production',
+    demoData: e.DEMO_DATA ?? (e.NODE_ENV === 'development' && (e.DEMO_USERS ?? true)),
     heartbeatIntervalMs: e.HEARTBEAT_INTERVAL_MS,
     limits: {
       maxConnectionsPerUser: e.MAX_CONNECTIONS_PER_USER,
       maxSubscriptionsPerConnection: e.MAX_SUBSCRIPTIONS_PER_CONNECTION,
       connectionsPerIpPerMinute: e.CONNECTIONS_PER_IP_PER_MINUTE,
+      messagesPerSecond: e.MESSAGES_PER_SECOND,
+      messageBurst: e.MESSAGE_BURST,
+      maxBufferedBytes: e.MAX_BUFFERED_BYTES,
     },
     changeLog: { maxAgeMs: e.CHANGE_LOG_MAX_AGE_MS, maxRows: e.CHANGE_LOG_MAX_ROWS },
     logLevel: e.LOG_LEVEL,
