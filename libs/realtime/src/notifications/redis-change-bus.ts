@@ -20,7 +20,35 @@ export class RedisChangeBus implements ChangeBus {
   private readonly nodeId = `${process.pid}-${Math.random().toString(36).slice(2)}`;
   private everConnected = false;
 
+  /** Refuses to start when Redis cannot be reached (say what to fix, not a stack). */
+  async onModuleInit(): Promise<void> {
+    const ready = (client: Redis) =>
+      client.status === 'ready'
+        ? Promise.resolve()
+        : new Promise<void>((resolve, reject) => {
+            const timer = setTimeout(() => reject(new Error('timeout')), 5000);
+            client.once('ready', () => {
+              clearTimeout(timer);
+              resolve();
+            });
+          });
+    try {
+      await Promise.all([ready(this.pub), ready(this.sub)]);
+    } catch {
+      await this.close();
+      throw new Error(`REDIS_URL is set but Redis at ${this.where} did not answer within 5 s`);
+    }
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.close();
+  }
+
+  private readonly where: string;
+
   constructor(url: string) {
+    const parsed = new URL(url);
+    this.where = `${parsed.hostname}:${parsed.port || 6379}`;
     const options = { lazyConnect: false, maxRetriesPerRequest: 1, enableOfflineQueue: false };
     this.pub = new Redis(url, options);
     this.sub = new Redis(url, { ...options, enableOfflineQueue: true });
