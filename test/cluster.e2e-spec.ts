@@ -56,7 +56,7 @@ describe('several nodes (PostgreSQL + Redis, separate processes)', () => {
     return r.status === 204 ? null : r.json();
   };
   let projectId: string;
-  let taskIds: string[] = [];
+  const taskIds: string[] = [];
 
   beforeAll(async () => {
     available = (await postgresAvailable()) && (await redisAvailable());
