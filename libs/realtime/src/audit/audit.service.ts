@@ -6,6 +6,44 @@ import { InjectRealtimeOptions } from '../realtime.module-definition';
 import type { RealtimeModuleOptions } from '../realtime.options';
 import { AuditAction, AuditLog } from './audit-log.entity';
 
+const MAX_DEPTH = 8;
+const MAX_ITEMS = 50;
+const MAX_STRING = 1000;
+
+/**
+ * A copy of `details` small and shallow enough to store: they carry client input (a refused
+ * query), and one hostile frame must neither bloat the table nor make a batch unstorable
+ * (a 3 000-deep object overflows the stack in the ORM, and the failed batch would be
+ * retried forever, blocking every later entry).
+ */
+function bounded(value: unknown, depth = 0): unknown {
+  if (typeof value === 'string') {
+    return value.length > MAX_STRING ? `${value.slice(0, MAX_STRING)}…` : value;
+  }
+  if (typeof value === 'bigint') return String(value);
+  if (value === null || typeof value !== 'object') return value;
+  if (value instanceof Date) return value.toISOString();
+  if (depth >= MAX_DEPTH) return '…';
+  if (Array.isArray(value)) {
+    const items = value.slice(0, MAX_ITEMS).map((v) => bounded(v, depth + 1));
+    if (value.length > MAX_ITEMS) items.push(`… ${value.length - MAX_ITEMS} more`);
+    return items;
+  }
+  const out: Record<string, unknown> = {};
+  const entries = Object.entries(value);
+  for (const [key, v] of entries.slice(0, MAX_ITEMS)) {
+    // defineProperty: a key named __proto__ stays a plain key
+    Object.defineProperty(out, key.slice(0, 100), {
+      value: bounded(v, depth + 1),
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+  }
+  if (entries.length > MAX_ITEMS) out['…'] = `${entries.length - MAX_ITEMS} more`;
+  return out;
+}
+
 export interface AuditEntry {
   action: AuditAction;
   outcome?: 'success' | 'failure';
@@ -57,7 +95,7 @@ export class AuditService implements OnModuleInit, OnApplicationShutdown {
     row.userId = entry.userId ?? null;
     row.connectionId = entry.connectionId ?? null;
     row.subscriptionId = entry.subscriptionId ?? null;
-    row.details = entry.details ?? null;
+    row.details = entry.details ? (bounded(entry.details) as Record<string, unknown>) : null;
     row.ipAddress = entry.ipAddress ? String(entry.ipAddress).slice(0, 64) : null;
     row.userAgent = entry.userAgent ? String(entry.userAgent).slice(0, 512) : null;
     row.createdAt = new Date().toISOString();

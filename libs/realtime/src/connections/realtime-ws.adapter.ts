@@ -1,6 +1,7 @@
 import type { INestApplicationContext } from '@nestjs/common';
 import { WsAdapter } from '@nestjs/platform-ws';
 import type { IncomingMessage } from 'node:http';
+import type { WebSocket } from 'ws';
 import { REALTIME_OPTIONS } from '../realtime.module-definition';
 import { DEFAULT_LIMITS, RealtimeModuleOptions } from '../realtime.options';
 import { ConnectionRegistry } from './connection-registry';
@@ -52,5 +53,19 @@ export class RealtimeWsAdapter extends WsAdapter {
 
   bindMessageHandlers(): void {
     // the gateway reads messages itself
+  }
+
+  /**
+   * Only server errors are logged as errors. A client socket's errors (a frame over the
+   * size limit, invalid UTF-8) are the client's doing: the socket closes with its code and
+   * the gateway logs them at debug level, so that clients cannot flood the error log.
+   */
+  bindErrorHandler(server: any): any {
+    // every socket keeps a listener: an 'error' event without one would crash the process
+    server.on('connection', (ws: WebSocket) =>
+      ws.on('error', (err: Error) => this.logger.debug(`client socket error: ${err.message}`)),
+    );
+    server.on('error', (err: Error) => this.logger.error(err));
+    return server;
   }
 }

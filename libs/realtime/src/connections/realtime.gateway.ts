@@ -15,6 +15,17 @@ import { WsConnection } from './ws-connection';
 
 const SUBSCRIBE_KEYS = new Set(['query', 'tabId', 'resumeFrom']);
 
+/** The `id` of a request frame, when it is a JSON object with a string id. */
+function requestIdOf(raw: RawData): string | undefined {
+  try {
+    const message: unknown = JSON.parse(raw.toString());
+    const id = (message as { id?: unknown } | null)?.id;
+    return typeof id === 'string' ? id : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * The WebSocket endpoint of PROTOCOL.md (`/realtime/ws`, on the app's HTTP port through
  * RealtimeWsAdapter): handshake authentication, then one JSON message per frame.
@@ -96,7 +107,7 @@ export class RealtimeGateway implements OnGatewayConnection {
   }
 
   /** Token bucket per connection; a client that keeps pushing past it is closed 4008. */
-  private admitMessage(connection: WsConnection): boolean {
+  private admitMessage(connection: WsConnection, raw: RawData, isBinary: boolean): boolean {
     const limits = this.registry.limits;
     const now = Date.now();
     connection.tokens = Math.min(
@@ -122,8 +133,10 @@ export class RealtimeGateway implements OnGatewayConnection {
         },
       });
     }
+    // the refusal answers the request: it echoes its id, or a client would wait forever
+    const id = isBinary ? undefined : requestIdOf(raw);
     if (connection.strikes >= limits.rateLimitStrikes) {
-      this.send(connection, 'rate_limited', 'too many messages; closing');
+      this.send(connection, 'rate_limited', 'too many messages; closing', id);
       this.registry.drop(connection, 4008, 'rate limit abused', 'rate_limited');
       return false;
     }
@@ -131,12 +144,13 @@ export class RealtimeGateway implements OnGatewayConnection {
       connection,
       'rate_limited',
       `at most ${limits.messagesPerSecond} messages per second`,
+      id,
     );
     return false;
   }
 
   private onMessage(connection: WsConnection, raw: RawData, isBinary: boolean): void {
-    if (!connection.open || !this.admitMessage(connection)) return;
+    if (!connection.open || !this.admitMessage(connection, raw, isBinary)) return;
     if (isBinary)
       return this.send(connection, 'invalid_message', 'binary frames are not supported');
     let message: unknown;

@@ -1,14 +1,17 @@
 import type { ChangeRecord, Query } from '../realtime.types';
 import type { SubscriptionSink } from './subscription-sink';
 
-/** A change ready for one subscription: its event, its JSON, and its seq. */
+/**
+ * A change as some subscribers see it: its event and its JSON (and, once a transport asked
+ * for them, its UTF-8 bytes). Shared by every subscriber with the same view of the change,
+ * so it is never mutated once made.
+ */
 export interface PreparedChange {
   seq: number;
   documentId: string;
   event: 'added' | 'modified' | 'removed';
   json: string;
-  /** the wire object, kept only for throttled subscriptions (coalescing rewrites `event`) */
-  wire?: Record<string, unknown>;
+  bytes?: Buffer;
 }
 
 /** One live subscription of one connection. */

@@ -18,7 +18,7 @@ import { compileFilters, CustomFilterFn, touchesFieldPath } from './filter-compi
 import { queryKey, validateQuery } from './query.schema';
 import { PreparedChange, Subscription } from './subscription';
 import { SubscriptionIndex } from './subscription-index';
-import { emit, SubscriptionSink } from './subscription-sink';
+import { emit, emitChanges, SubscriptionSink } from './subscription-sink';
 
 /** How one ability sees one change: computed once per (ability, change), shared by all. */
 interface AbilityView {
@@ -28,6 +28,8 @@ interface AbilityView {
   fields: string[];
   /** '*' when every field is readable */
   fieldsKey: string;
+  /** the serialized change per (event, metadata) slot, see EVENT_SLOT */
+  prepared: (PreparedChange | undefined)[];
   /** readable fields of the before image, computed only when a filter needs them */
   beforeFields?: Set<string>;
   afterFields?: Set<string>;
@@ -37,6 +39,8 @@ export interface SubscribeOptions {
   resumeFrom?: unknown;
   requestId?: string;
 }
+
+const EVENT_SLOT: Record<ChangeEvent, number> = { added: 0, modified: 1, removed: 2 };
 
 /** What the same document's two changes in one throttle window amount to. */
 function coalesce(first: ChangeEvent, next: ChangeEvent): ChangeEvent | null {
@@ -269,6 +273,7 @@ export class SubscriptionsService implements OnModuleInit {
     sub.outbox = [];
     sub.window = undefined;
     this.index.remove(sub);
+    sub.sink.forget?.(sub.id);
     const subs = this.bySink.get(sub.sink.id);
     subs?.delete(sub.id);
     if (subs && subs.size === 0) this.bySink.delete(sub.sink.id);
@@ -396,7 +401,7 @@ export class SubscriptionsService implements OnModuleInit {
       if (!collection) continue;
       const seq = Number(change.seq);
       const views = new Map<AnyAbility, AbilityView>();
-      const json = new Map<string, string>();
+      const shared = new Map<string, PreparedChange>();
       this.index.forEachCandidate(change.database, change.collection, change.documentId, (sub) => {
         if (sub.pending) {
           sub.buffer.push(change);
@@ -404,7 +409,7 @@ export class SubscriptionsService implements OnModuleInit {
         }
         if (seq <= sub.position) return;
         sub.position = seq;
-        const prepared = this.prepare(sub, change, seq, collection, views, json);
+        const prepared = this.prepare(sub, change, seq, collection, views, shared);
         if (!prepared) return;
         if (sub.query.throttleMs > 0) {
           this.throttle(sub, prepared);
@@ -462,7 +467,13 @@ export class SubscriptionsService implements OnModuleInit {
     const doc = readAfter ? change.after : readBefore ? change.before : null;
     const fields = doc ? readableFields(ability, name, doc, collection.fields) : [];
     const all = fields.length === collection.fields.length;
-    return { readBefore, readAfter, fields, fieldsKey: all ? '*' : fields.join(',') };
+    return {
+      readBefore,
+      readAfter,
+      fields,
+      fieldsKey: all ? '*' : fields.join(','),
+      prepared: [undefined, undefined, undefined, undefined, undefined, undefined],
+    };
   }
 
   private prepare(
@@ -471,7 +482,7 @@ export class SubscriptionsService implements OnModuleInit {
     seq: number,
     collection: RegisteredCollection,
     views: Map<AnyAbility, AbilityView>,
-    cache: Map<string, string>,
+    shared: Map<string, PreparedChange>,
   ): PreparedChange | null {
     const ability = sub.sink.ability;
     let view = views.get(ability);
@@ -499,13 +510,20 @@ export class SubscriptionsService implements OnModuleInit {
     ) {
       return null;
     }
-    const key = `${view.fieldsKey}|${event}|${query.includeMetadata ? 1 : 0}`;
-    let json = cache.get(key);
-    if (json === undefined) {
-      json = JSON.stringify(this.wire(change, event, view, query.includeMetadata));
-      cache.set(key, json);
+    // serialized once per (visible fields, event, metadata) and shared by every subscriber
+    const slot = EVENT_SLOT[event] + (query.includeMetadata ? 3 : 0);
+    let prepared = view.prepared[slot];
+    if (prepared === undefined) {
+      const key = `${view.fieldsKey}|${slot}`;
+      prepared = shared.get(key);
+      if (prepared === undefined) {
+        const json = JSON.stringify(this.wire(change, event, view, query.includeMetadata));
+        prepared = { seq, documentId: change.documentId, event, json };
+        shared.set(key, prepared);
+      }
+      view.prepared[slot] = prepared;
     }
-    return { seq, documentId: change.documentId, event, json };
+    return prepared;
   }
 
   private wire(change: ChangeRecord, event: ChangeEvent, view: AbilityView, metadata: boolean) {
@@ -539,8 +557,9 @@ export class SubscriptionsService implements OnModuleInit {
     };
   }
 
-  private throttle(sub: Subscription, prepared: PreparedChange): void {
+  private throttle(sub: Subscription, shared: PreparedChange): void {
     const window = (sub.window ??= new Map());
+    const prepared = { ...shared }; // coalescing rewrites it: never touch the shared one
     const earlier = window.get(prepared.documentId);
     if (earlier) {
       window.delete(prepared.documentId);
@@ -576,14 +595,12 @@ export class SubscriptionsService implements OnModuleInit {
     sub.outbox = [];
     if (sub.ended || !sub.sink.open) return 0;
     const size = sub.query.batchSize;
-    const head = `{"subscriptionId":"${sub.id}","changes":[`;
-    for (let i = 0; i < out.length; i += size) {
-      const end = Math.min(out.length, i + size);
-      let body = head + out[i].json;
-      for (let j = i + 1; j < end; j++) body += ',' + out[j].json;
-      body += ']}';
-      sub.sink.emitRaw('data_change', body, { eventId: String(out[end - 1].seq) });
+    if (out.length <= size) {
+      emitChanges(sub.sink, sub.id, out);
+      return out.length;
     }
+    for (let i = 0; i < out.length; i += size)
+      emitChanges(sub.sink, sub.id, out.slice(i, i + size));
     return out.length;
   }
 }
