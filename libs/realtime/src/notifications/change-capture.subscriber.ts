@@ -16,14 +16,29 @@ import { RequestContext } from '../auth/request-context';
 import { CHANGE_BUS, DEFAULT_DATABASE } from '../realtime.constants';
 import type { ChangeRecord, Doc, Operation } from '../realtime.types';
 import type { ChangeBus } from './change-bus';
-import { ChangeLogEntry } from './change-log.entity';
 import { CollectionRegistry, RegisteredCollection } from './collection-registry';
 
-/** A transaction's captured changes, kept until it commits (published) or rolls back (dropped). */
+/** A transaction's captured changes, kept until it commits (logged, then published) or rolls back (dropped). */
 interface TxBuffer {
-  locked: boolean;
   entries: { depth: number; change: ChangeRecord }[];
 }
+
+const COLUMNS = [
+  'database',
+  'collection',
+  'documentId',
+  'operation',
+  'before',
+  'after',
+  'changedFields',
+  'actorId',
+  'version',
+  'createdAt',
+]
+  .map((c) => `"${c}"`)
+  .join(', ');
+const VALUE_COLUMNS = COLUMNS;
+const SQLITE_INSERT = `INSERT INTO "change_log" (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING "seq"`;
 
 /** Key of the transaction-scoped advisory lock that orders seq drawing on PostgreSQL. */
 const SEQ_LOCK_KEY = 0x7265616c; // 'real'
@@ -67,29 +82,37 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     this.dataSource.subscribers.push(this);
   }
 
-  async beforeInsert(event: InsertEvent<object>): Promise<void> {
-    if (this.registry.forMetadata(event.metadata)) await this.lockSeq(event.queryRunner);
+  beforeUpdate(event: UpdateEvent<object>): void {
+    const collection = this.registry.forMetadata(event.metadata);
+    if (collection && !event.databaseEntity) this.refuse(collection, 'update');
   }
 
-  async beforeUpdate(event: UpdateEvent<object>): Promise<void> {
+  beforeRemove(event: RemoveEvent<object>): void {
     const collection = this.registry.forMetadata(event.metadata);
-    if (!collection) return;
-    if (!event.databaseEntity) this.refuse(collection, 'update');
-    await this.lockSeq(event.queryRunner);
+    if (collection && !event.entity && !event.databaseEntity) this.refuse(collection, 'delete');
   }
 
-  async beforeRemove(event: RemoveEvent<object>): Promise<void> {
+  beforeSoftRemove(event: SoftRemoveEvent<object>): void {
     const collection = this.registry.forMetadata(event.metadata);
-    if (!collection) return;
-    if (!event.entity && !event.databaseEntity) this.refuse(collection, 'delete');
-    await this.lockSeq(event.queryRunner);
+    if (collection && !event.entity && !event.databaseEntity)
+      this.refuse(collection, 'soft delete');
   }
 
-  async beforeSoftRemove(event: SoftRemoveEvent<object>): Promise<void> {
-    const collection = this.registry.forMetadata(event.metadata);
-    if (!collection) return;
-    if (!event.entity && !event.databaseEntity) this.refuse(collection, 'soft delete');
-    await this.lockSeq(event.queryRunner);
+  /**
+   * The outermost COMMIT is about to run: write the transaction's changes to the change
+   * log now, in this transaction. On PostgreSQL the same statement first takes a
+   * transaction-scoped advisory lock, held until COMMIT, so seqs are drawn in commit
+   * order. Taking it last keeps it short (one INSERT and the COMMIT) and cannot deadlock:
+   * the holder waits for nothing but its own commit.
+   */
+  async beforeTransactionCommit(event: TransactionCommitEvent): Promise<void> {
+    const runner = event.queryRunner;
+    const buffer = this.buffers.get(runner);
+    if (!buffer || buffer.entries.length === 0 || depthOf(runner) > 1) return;
+    await this.writeLog(
+      runner,
+      buffer.entries.map((e) => e.change),
+    );
   }
 
   async afterInsert(event: InsertEvent<object>): Promise<void> {
@@ -149,8 +172,13 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
   afterTransactionCommit(event: TransactionCommitEvent): void {
     const runner = event.queryRunner;
     const buffer = this.buffers.get(runner);
-    // a released savepoint is not a commit: keep collecting until the outer COMMIT
-    if (!buffer || runner.isTransactionActive) return;
+    if (!buffer) return;
+    if (runner.isTransactionActive) {
+      // a released savepoint is not a commit: its changes now belong to the enclosing level
+      const depth = depthOf(runner);
+      for (const entry of buffer.entries) if (entry.depth > depth) entry.depth = depth;
+      return;
+    }
     this.buffers.delete(runner);
     if (buffer.entries.length === 0) return;
     const committedAt = Date.now();
@@ -178,28 +206,6 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     );
   }
 
-  private buffer(runner: QueryRunner): TxBuffer {
-    let buffer = this.buffers.get(runner);
-    if (!buffer) {
-      buffer = { locked: false, entries: [] };
-      this.buffers.set(runner, buffer);
-    }
-    return buffer;
-  }
-
-  /**
-   * PostgreSQL: concurrent transactions may commit in another order than they drew ids.
-   * Holding a transaction-scoped advisory lock from before the first captured write until
-   * commit makes seq order equal commit order. SQLite writers are already serialised.
-   */
-  private async lockSeq(runner: QueryRunner): Promise<void> {
-    if (!this.postgres || !runner.isTransactionActive) return;
-    const buffer = this.buffer(runner);
-    if (buffer.locked) return;
-    await runner.query('SELECT pg_advisory_xact_lock($1)', [SEQ_LOCK_KEY]);
-    buffer.locked = true;
-  }
-
   private async capture(
     runner: QueryRunner,
     collection: RegisteredCollection,
@@ -207,9 +213,7 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     before: Doc | null,
     after: Doc | null,
   ): Promise<void> {
-    await this.lockSeq(runner);
     const doc = (after ?? before) as Doc;
-    const documentId = String(doc[collection.schema.primaryKey]);
     let changedFields: string[];
     if (before && after) {
       changedFields = collection.fields.filter(
@@ -218,41 +222,75 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     } else {
       changedFields = collection.fields.slice();
     }
-    const version = collection.versionField
-      ? ((doc[collection.versionField] as number) ?? null)
-      : null;
-    const row = new ChangeLogEntry();
-    row.database = DEFAULT_DATABASE;
-    row.collection = collection.schema.name;
-    row.documentId = documentId;
-    row.operation = operation;
-    row.before = before;
-    row.after = after;
-    row.changedFields = changedFields;
-    row.actorId = RequestContext.principal()?.userId ?? null;
-    row.version = version;
-    row.createdAt = new Date().toISOString();
-    const result = await runner.manager.insert(ChangeLogEntry, row as never);
-    const seq = String(result.identifiers[0]?.seq ?? row.seq);
     const change: ChangeRecord = {
-      seq,
-      database: row.database,
-      collection: row.collection,
-      documentId,
+      seq: '',
+      database: DEFAULT_DATABASE,
+      collection: collection.schema.name,
+      documentId: String(doc[collection.schema.primaryKey]),
       operation,
       before,
       after,
       changedFields,
-      actorId: row.actorId,
-      timestamp: row.createdAt,
-      version,
+      actorId: RequestContext.principal()?.userId ?? null,
+      timestamp: new Date().toISOString(),
+      version: collection.versionField ? ((doc[collection.versionField] as number) ?? null) : null,
     };
     if (!runner.isTransactionActive) {
       // written outside any transaction: already committed
+      await this.writeLog(runner, [change]);
       change.committedAt = Date.now();
       this.bus.publish([change]);
       return;
     }
-    this.buffer(runner).entries.push({ depth: depthOf(runner), change });
+    let buffer = this.buffers.get(runner);
+    if (!buffer) {
+      buffer = { entries: [] };
+      this.buffers.set(runner, buffer);
+    }
+    buffer.entries.push({ depth: depthOf(runner), change });
+  }
+
+  /** Inserts change log rows (in the caller's transaction) and sets their seqs. */
+  private async writeLog(runner: QueryRunner, changes: ChangeRecord[]): Promise<void> {
+    const rows = changes.map((c) => [
+      c.database,
+      c.collection,
+      c.documentId,
+      c.operation,
+      c.before === null ? null : JSON.stringify(c.before),
+      c.after === null ? null : JSON.stringify(c.after),
+      JSON.stringify(c.changedFields),
+      c.actorId,
+      c.version,
+      c.timestamp,
+    ]);
+    if (!this.postgres) {
+      for (let i = 0; i < rows.length; i++) {
+        const [{ seq }] = await runner.query(SQLITE_INSERT, rows[i]);
+        changes[i].seq = String(seq);
+      }
+      return;
+    }
+    for (let from = 0; from < rows.length; from += 1000) {
+      const chunk = rows.slice(from, from + 1000);
+      const params: unknown[] = [SEQ_LOCK_KEY];
+      const values = chunk.map((row, i) => {
+        const at = params.length;
+        params.push(i, ...row);
+        const p = (k: number) => `$${at + k + 1}`;
+        return `(${p(0)}::integer, ${p(1)}, ${p(2)}, ${p(3)}, ${p(4)}, ${p(5)}, ${p(6)}, ${p(7)}, ${p(8)}, ${p(9)}::integer, ${p(10)})`;
+      });
+      const result: { seq: number | string }[] = await runner.query(
+        `WITH seq_lock AS (SELECT pg_advisory_xact_lock($1))
+         INSERT INTO "change_log" (${COLUMNS})
+         SELECT ${VALUE_COLUMNS} FROM (VALUES ${values.join(', ')}) AS v(ord, ${VALUE_COLUMNS}), seq_lock
+         ORDER BY v.ord
+         RETURNING "seq"`,
+        params,
+      );
+      // inserted in `ord` order, so ascending seqs belong to the rows in that order
+      const seqs = result.map((r) => Number(r.seq)).sort((a, b) => a - b);
+      seqs.forEach((seq, i) => (changes[from + i].seq = String(seq)));
+    }
   }
 }

@@ -1,0 +1,216 @@
+/**
+ * Write path: committed writes/s through the whole pipeline (change capture, change log
+ * row in the same transaction, PostgreSQL seq lock, publish after commit, routing to a live
+ * subscription) against the bare ORM doing the same write (load, modify, save in a
+ * transaction) with no capture, on SQLite and PostgreSQL. Prints figures; asserts nothing.
+ *
+ *   node -r ts-node/register/transpile-only -r tsconfig-paths/register bench/write-path.bench.ts
+ *
+ * Env: WRITE_BENCH_MS (per measurement, default 3000), WRITE_BENCH_PG (PostgreSQL admin URL,
+ * default postgres://postgres@127.0.0.1:5432/postgres; set to "off" to skip).
+ */
+import 'reflect-metadata';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client } from 'pg';
+import { DataSource, Repository } from 'typeorm';
+import { SubscriptionsService, TransactionRunner } from '@app/realtime';
+import type { SubscriptionSink } from '@app/realtime';
+import { createApp } from '../src/app.factory';
+import { loadConfig } from '../src/config/app.config';
+import { Project } from '../src/projects/project.entity';
+import { Task } from '../src/tasks/task.entity';
+
+const MS = Number(process.env.WRITE_BENCH_MS ?? 3000);
+const PG_ADMIN = process.env.WRITE_BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+interface Row {
+  db: string;
+  writers: number;
+  bare: number;
+  pipeline: number;
+}
+
+async function freshPg(): Promise<{ url: string; drop: () => Promise<void> } | null> {
+  if (PG_ADMIN === 'off') return null;
+  const name = `rt_bench_${Date.now().toString(36)}`;
+  const admin = new Client({ connectionString: PG_ADMIN });
+  try {
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${name}`);
+  } catch (e) {
+    console.log(`PostgreSQL unavailable (${(e as Error).message}): skipping it`);
+    return null;
+  } finally {
+    await admin.end().catch(() => undefined);
+  }
+  const url = PG_ADMIN.replace(/\/[^/]*$/, `/${name}`);
+  return {
+    url,
+    drop: async () => {
+      const c = new Client({ connectionString: PG_ADMIN });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await c.end();
+    },
+  };
+}
+
+/** Runs `writers` loops of `write` for MS milliseconds; returns committed writes/s. */
+async function rate(writers: number, write: (i: number) => Promise<void>): Promise<number> {
+  const end = Date.now() + MS;
+  let count = 0;
+  await Promise.all(
+    Array.from({ length: writers }, async (_, w) => {
+      while (Date.now() < end) {
+        await write(w);
+        count++;
+      }
+    }),
+  );
+  return (count * 1000) / MS;
+}
+
+async function seed(
+  repo: Repository<Task>,
+  projects: Repository<Project>,
+  n: number,
+): Promise<string[]> {
+  const p = await projects.save(
+    projects.create({ name: 'bench', ownerId: 'bench', department: 'eng' }),
+  );
+  const ids: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const t = await repo.save(
+      repo.create({
+        projectId: p.id,
+        title: `t${i}`,
+        ownerId: 'bench',
+        department: 'eng',
+        tags: [],
+      }),
+    );
+    ids.push(t.id);
+  }
+  return ids;
+}
+
+const update = async (manager: DataSource['manager'], id: string, i: number) => {
+  const repo = manager.getRepository(Task);
+  const task = await repo.findOneByOrFail({ id });
+  task.title = `w${i}-${Date.now()}`;
+  await repo.save(task);
+};
+
+async function bare(
+  options: ConstructorParameters<typeof DataSource>[0],
+  writers: number,
+): Promise<number> {
+  const ds = await new DataSource({ ...options, entities: [Project, Task] } as never).initialize();
+  const ids = await seed(ds.getRepository(Task), ds.getRepository(Project), writers);
+  // SQLite shares one connection: its writers must take turns, like TransactionRunner does
+  let tail: Promise<unknown> = Promise.resolve();
+  const serial = options.type === 'better-sqlite3';
+  const r = await rate(writers, (w) => {
+    const run = () => ds.transaction((m) => update(m, ids[w], w));
+    if (!serial) return run();
+    const next = tail.then(run);
+    tail = next.catch(() => undefined);
+    return next;
+  });
+  await ds.destroy();
+  return r;
+}
+
+async function pipeline(env: Record<string, string>, writers: number): Promise<number> {
+  const app = await createApp(
+    loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'error', JWT_SECRET: 'x'.repeat(32), ...env }),
+  );
+  await app.init();
+  const ds = app.get(DataSource);
+  const ids = await seed(ds.getRepository(Task), ds.getRepository(Project), writers);
+  // one live subscriber, so that routing and serialization run for every write
+  let frames = 0;
+  const sink: SubscriptionSink = {
+    id: 'bench',
+    transport: 'test',
+    principal: { userId: 'bench', roles: ['admin'], attrs: {}, exp: Date.now() / 1000 + 3600 },
+    ability: (await import('../src/policies/app-ability.factory')).defineAppAbility({
+      userId: 'bench',
+      roles: ['admin'],
+      attrs: {},
+      exp: 0,
+    }),
+    remote: { ip: null, userAgent: null },
+    open: true,
+    emitRaw: () => void frames++,
+  };
+  await app.get(SubscriptionsService).subscribe(sink, { collection: 'tasks' });
+  const tx = app.get(TransactionRunner);
+  const r = await rate(writers, (w) => tx.transaction((m) => update(m, ids[w], w)));
+  await app.close();
+  if (frames === 0) throw new Error('the subscriber received nothing: the pipeline did not run');
+  return r;
+}
+
+async function main(): Promise<void> {
+  const rows: Row[] = [];
+  for (const writers of [1, 8]) {
+    const dir = mkdtempSync(join(tmpdir(), 'rt-wbench-'));
+    const b = await bare(
+      {
+        type: 'better-sqlite3',
+        database: join(dir, 'bare.sqlite'),
+        synchronize: true,
+        prepareDatabase: (db: any) => {
+          db.pragma('journal_mode = WAL');
+          db.pragma('synchronous = NORMAL');
+        },
+      } as never,
+      writers,
+    );
+    const p = await pipeline({ DATA_DIR: dir }, writers);
+    rmSync(dir, { recursive: true, force: true });
+    rows.push({ db: 'sqlite', writers, bare: b, pipeline: p });
+    console.log(
+      `sqlite     writers=${writers}: bare ${b.toFixed(0)}/s, pipeline ${p.toFixed(0)}/s (${(p / b).toFixed(2)}×)`,
+    );
+  }
+  for (const writers of [1, 8]) {
+    const a = await freshPg();
+    const c = await freshPg();
+    if (!a || !c) break;
+    const { Init1764400000000 } = await import('../src/database/migrations/1764400000000-Init');
+    const b = await bare(
+      {
+        type: 'postgres',
+        url: a.url,
+        migrations: [Init1764400000000],
+        migrationsRun: true,
+      } as never,
+      writers,
+    );
+    const p = await pipeline({ DATABASE_URL: c.url }, writers);
+    await a.drop();
+    await c.drop();
+    rows.push({ db: 'postgres', writers, bare: b, pipeline: p });
+    console.log(
+      `postgres   writers=${writers}: bare ${b.toFixed(0)}/s, pipeline ${p.toFixed(0)}/s (${(p / b).toFixed(2)}×)`,
+    );
+  }
+  console.log('\nwrite path: committed writes/s (load + modify + save in a transaction)');
+  console.log('| database | writers | bare ORM | whole pipeline | ratio |');
+  console.log('| --- | ---: | ---: | ---: | ---: |');
+  for (const r of rows) {
+    console.log(
+      `| ${r.db} | ${r.writers} | ${r.bare.toFixed(0)} | ${r.pipeline.toFixed(0)} | ${(r.pipeline / r.bare).toFixed(2)}× |`,
+    );
+  }
+  console.log(`WRITE_PATH_JSON ${JSON.stringify(rows)}`);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
