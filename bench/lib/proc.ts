@@ -1,0 +1,146 @@
+/** Reading the machine and other processes through /proc (Linux only). */
+import { execFileSync } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
+import { release } from 'node:os';
+
+function sh(cmd: string, args: string[]): string | null {
+  try {
+    return execFileSync(cmd, args, {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    }).trim();
+  } catch {
+    return null;
+  }
+}
+
+/** Clock ticks per second for /proc/<pid>/stat times (`getconf CLK_TCK`). */
+export const CLK_TCK = Number(sh('getconf', ['CLK_TCK']) ?? '100') || 100;
+
+interface StatLine {
+  ppid: number;
+  ticks: number;
+}
+
+function readStat(pid: number): StatLine | null {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return null;
+  }
+  // The command name is in parentheses and may contain spaces: split after the last ')'.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  // fields[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
+  return { ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) };
+}
+
+/** pid and all its live descendants (nginx master + workers, a shell's child, …). */
+export function processTree(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const st = readStat(Number(name));
+    if (!st) continue;
+    const list = children.get(st.ppid) ?? [];
+    list.push(Number(name));
+    children.set(st.ppid, list);
+  }
+  const out: number[] = [];
+  const stack = [pid];
+  while (stack.length > 0) {
+    const p = stack.pop() as number;
+    out.push(p);
+    stack.push(...(children.get(p) ?? []));
+  }
+  return out;
+}
+
+/** utime+stime of pid and its descendants, in milliseconds (CLK_TCK resolution). */
+export function cpuMs(pid: number): number {
+  let ticks = 0;
+  for (const p of processTree(pid)) ticks += readStat(p)?.ticks ?? 0;
+  return (ticks * 1000) / CLK_TCK;
+}
+
+/**
+ * Machine-wide CPU time, ms, from the first line of /proc/stat: `busy` is user + nice +
+ * system (time charged to processes), `interrupts` is irq + softirq (loopback TCP is largely
+ * softirq work), `steal` time taken by the hypervisor.
+ */
+export function machineCpuMs(): { busy: number; interrupts: number; steal: number } {
+  const f = readFileSync('/proc/stat', 'utf8')
+    .split('\n', 1)[0]
+    .trim()
+    .split(/\s+/)
+    .slice(1)
+    .map(Number);
+  const ms = (ticks: number): number => (ticks * 1000) / CLK_TCK;
+  return { busy: ms(f[0] + f[1] + f[2]), interrupts: ms(f[5] + f[6]), steal: ms(f[7] ?? 0) };
+}
+
+/** Resident set size of pid and its descendants, bytes (VmRSS from /proc/<pid>/status). */
+export function rssBytes(pid: number): number {
+  let kb = 0;
+  for (const p of processTree(pid)) {
+    try {
+      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, 'utf8'));
+      if (m) kb += Number(m[1]);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return kb * 1024;
+}
+
+/** The open-files limit of a process (soft, hard), from /proc/<pid>/limits. */
+export function fdLimit(pid: number | 'self' = 'self'): { soft: number; hard: number } {
+  try {
+    const m = /Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/.exec(
+      readFileSync(`/proc/${pid}/limits`, 'utf8'),
+    );
+    if (m) {
+      const n = (s: string): number => (s === 'unlimited' ? Infinity : Number(s));
+      return { soft: n(m[1]), hard: n(m[2]) };
+    }
+  } catch {
+    // fall through
+  }
+  return { soft: NaN, hard: NaN };
+}
+
+export interface MachineInfo {
+  nproc: number;
+  cpuModel: string;
+  node: string;
+  kernel: string;
+  memTotalMiB: number;
+  clkTck: number;
+}
+
+export function machineInfo(): MachineInfo {
+  let cpuModel = 'unknown';
+  let memTotalMiB = NaN;
+  try {
+    cpuModel = /model name\s*:\s*(.+)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? cpuModel;
+    const mem = /MemTotal:\s+(\d+) kB/.exec(readFileSync('/proc/meminfo', 'utf8'));
+    if (mem) memTotalMiB = Math.round(Number(mem[1]) / 1024);
+  } catch {
+    // not Linux
+  }
+  return {
+    nproc: Number(sh('nproc', [])) || 0,
+    cpuModel,
+    node: process.version,
+    kernel: release(),
+    memTotalMiB,
+    clkTck: CLK_TCK,
+  };
+}
+
+/** `git rev-parse --short HEAD`, or 'uncommitted' when there is no commit yet. */
+export function gitCommit(cwd: string): { commit: string; dirty: boolean } {
+  const commit = sh('git', ['-C', cwd, 'rev-parse', '--short', 'HEAD']) ?? 'uncommitted';
+  const status = sh('git', ['-C', cwd, 'status', '--porcelain']);
+  return { commit, dirty: status === null || status.length > 0 };
+}

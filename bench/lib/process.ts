@@ -1,0 +1,248 @@
+/** Child processes, ports and HTTP for the orchestrator. */
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { Agent, request } from 'node:http';
+import { createServer } from 'node:net';
+import { sleep } from './common';
+
+/** Open-files limit asked for every server and load generator process. */
+export const WANTED_FD_LIMIT = 65536;
+
+/**
+ * Spawns `cmd args` through bash with the open-files limit raised: to WANTED_FD_LIMIT when
+ * allowed, else to the hard limit. A child inherits its limit from the spawning process,
+ * and Node cannot call setrlimit itself, so the shell's `ulimit` does it just before exec.
+ * Stdio (an IPC channel included) passes through the exec unchanged.
+ */
+export function spawnWithFdLimit(cmd: string, args: string[], opts: SpawnOptions): ChildProcess {
+  const script =
+    `ulimit -n ${WANTED_FD_LIMIT} 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null; ` +
+    'exec "$0" "$@"';
+  return spawn('bash', ['-c', script, cmd, ...args], opts);
+}
+
+/** A long-running child (a server under test) with the tail of its output kept for errors. */
+export class ManagedProcess {
+  readonly exited: Promise<number | null>;
+  private readonly tail: string[] = [];
+  private exitCode: number | null | undefined;
+
+  constructor(
+    readonly name: string,
+    readonly child: ChildProcess,
+  ) {
+    const keep = (chunk: Buffer): void => {
+      for (const line of chunk.toString('utf8').split('\n')) {
+        if (line.trim() === '') continue;
+        this.tail.push(line);
+        if (this.tail.length > 40) this.tail.shift();
+      }
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    this.exited = new Promise((resolve) => {
+      child.on('exit', (code, signal) => {
+        this.exitCode = code ?? (signal ? -1 : null);
+        resolve(this.exitCode);
+      });
+      child.on('error', (err) => {
+        this.tail.push(String(err));
+        this.exitCode = -1;
+        resolve(-1);
+      });
+    });
+  }
+
+  static start(name: string, cmd: string, args: string[], opts: SpawnOptions = {}): ManagedProcess {
+    const child = spawnWithFdLimit(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+    return new ManagedProcess(name, child);
+  }
+
+  get pid(): number {
+    return this.child.pid ?? -1;
+  }
+
+  get running(): boolean {
+    return this.exitCode === undefined;
+  }
+
+  output(lines = 15): string {
+    return this.tail.slice(-lines).join('\n');
+  }
+
+  /** SIGTERM, then SIGKILL after graceMs. */
+  async stop(graceMs = 5000): Promise<void> {
+    if (!this.running) return;
+    this.child.kill('SIGTERM');
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), graceMs);
+    await this.exited;
+    clearTimeout(timer);
+  }
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+
+export interface HttpResponse {
+  status: number;
+  body: string;
+}
+
+/**
+ * One HTTP request over a keep-alive agent; rejects on network errors and after timeoutMs.
+ * A request that fails with ECONNRESET on a reused socket (the server closed it as idle
+ * just as it was reused) is sent once more on a new one, as the Node docs advise.
+ */
+export async function http(
+  method: string,
+  url: string,
+  opts: { body?: string; headers?: Record<string, string>; timeoutMs?: number } = {},
+): Promise<HttpResponse> {
+  try {
+    return await httpOnce(method, url, opts);
+  } catch (err) {
+    if ((err as { reusedSocket?: boolean }).reusedSocket !== true) throw err;
+    return httpOnce(method, url, opts);
+  }
+}
+
+function httpOnce(
+  method: string,
+  url: string,
+  opts: { body?: string; headers?: Record<string, string>; timeoutMs?: number },
+): Promise<HttpResponse> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string | number> = { ...opts.headers };
+    if (opts.body !== undefined) {
+      headers['content-length'] = Buffer.byteLength(opts.body);
+      headers['content-type'] ??= 'application/json';
+    }
+    const req = request(url, { method, headers, agent }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }),
+      );
+      res.on('error', reject);
+    });
+    req.setTimeout(opts.timeoutMs ?? 30_000, () =>
+      req.destroy(new Error(`${method} ${url}: timeout`)),
+    );
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      reject(
+        err.code === 'ECONNRESET' && req.reusedSocket
+          ? Object.assign(err, { reusedSocket: true })
+          : err,
+      );
+    });
+    req.end(opts.body);
+  });
+}
+
+/**
+ * Polls check() every intervalMs until it returns true; false after timeoutMs or as soon as
+ * `alive()` says the process under test is gone.
+ */
+export async function waitUntil(
+  check: () => Promise<boolean>,
+  timeoutMs: number,
+  alive: () => boolean = () => true,
+  intervalMs = 200,
+): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline && alive()) {
+    try {
+      if (await check()) return true;
+    } catch {
+      // not up yet
+    }
+    await sleep(intervalMs);
+  }
+  return false;
+}
+
+export interface ChildRun {
+  code: number | null;
+  timedOut: boolean;
+  output: string;
+  elapsedMs: number;
+}
+
+/**
+ * Runs a command to completion with a time bound, collecting stdout+stderr (the last
+ * maxChars). onLine, when given, sees each output line as it comes.
+ */
+export function runToCompletion(
+  cmd: string,
+  args: string[],
+  opts: {
+    cwd: string;
+    env?: NodeJS.ProcessEnv;
+    timeoutMs: number;
+    onLine?: (line: string) => void;
+  },
+  maxChars = 40_000,
+): Promise<ChildRun> {
+  const started = Date.now();
+  return new Promise((resolve) => {
+    const child = spawnWithFdLimit(cmd, args, {
+      cwd: opts.cwd,
+      env: opts.env ?? process.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    let output = '';
+    let partial = '';
+    const take = (chunk: Buffer): void => {
+      const text = chunk.toString('utf8');
+      output = (output + text).slice(-maxChars);
+      if (opts.onLine) {
+        const lines = (partial + text).split('\n');
+        partial = lines.pop() ?? '';
+        for (const l of lines) opts.onLine(l);
+      }
+    };
+    child.stdout?.on('data', take);
+    child.stderr?.on('data', take);
+    let timedOut = false;
+    // detached: the child leads its own process group, so the whole group (npm → node → …)
+    // can be ended by its id when the time bound passes.
+    const killGroup = (signal: NodeJS.Signals): void => {
+      try {
+        if (child.pid) process.kill(-child.pid, signal);
+      } catch {
+        // already gone
+      }
+    };
+    const timer = setTimeout(() => {
+      timedOut = true;
+      killGroup('SIGTERM');
+      setTimeout(() => killGroup('SIGKILL'), 3000).unref();
+    }, opts.timeoutMs);
+    let finished = false;
+    const finish = (code: number | null): void => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      if (partial && opts.onLine) opts.onLine(partial);
+      resolve({ code, timedOut, output, elapsedMs: Date.now() - started });
+    };
+    // 'close', not 'exit': it comes after the output pipes are drained.
+    child.on('close', (code) => finish(code));
+    child.on('error', (err) => {
+      output += String(err);
+      finish(-1);
+    });
+  });
+}

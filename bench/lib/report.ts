@@ -1,0 +1,313 @@
+/** Result types and their rendering: the console table and the markdown report. */
+import type { LatencySummary } from './common';
+import type { MachineInfo } from './proc';
+import type { MemorySample } from './target';
+
+export interface ScenarioResult {
+  scenario: 'burst' | 'paced';
+  changes: number;
+  intervalMs: number;
+  clients: number;
+  expected: number;
+  deliveries: number;
+  duplicates: number;
+  dropped: number;
+  /** From the first publish to the last receive. */
+  windowMs: number;
+  deliveriesPerSec: number;
+  latency: LatencySummary;
+  serverCpuMs: number;
+  cpuUsPerDelivery: number;
+  /** CPU over the window (first publish → all delivered), % of one core, from /proc. */
+  serverCpuPct: number;
+  loadgenCpuPct: number;
+  /** Other processes on the machine (background load), % of one core. */
+  otherCpuPct: number;
+  /** irq + softirq time machine-wide (loopback TCP), % of one core. */
+  interruptCpuPct: number;
+  bytesPerFrame: number;
+  changesPerFrame: number;
+  publishErrors: string[];
+}
+
+export interface FanoutRun {
+  n: number;
+  connect?: {
+    connected: number;
+    failed: number;
+    elapsedMs: number;
+    perSec: number;
+    errors: string[];
+  };
+  memory?: {
+    before: MemorySample;
+    after: MemorySample;
+    heapPerConnBytes: number | null;
+    rssPerConnBytes: number;
+  };
+  scenarios: ScenarioResult[];
+  error?: string;
+}
+
+export interface TargetResult {
+  name: string;
+  label: string;
+  status: 'ok' | 'skipped' | 'failed';
+  /** Why it was skipped or failed. */
+  reason?: string;
+  notes: string[];
+  runs: FanoutRun[];
+}
+
+export interface ChildBench {
+  name: string;
+  file: string;
+  status: 'ok' | 'absent' | 'failed' | 'timeout';
+  elapsedMs: number;
+  output: string;
+}
+
+export interface Ratio {
+  peer: string;
+  n: number;
+  scenario: string;
+  /** ours ÷ peer deliveries/s (above 1: ours delivers faster). */
+  deliveriesPerSec: number;
+  /** ours ÷ peer server CPU per delivery (above 1: ours costs more). */
+  cpuPerDelivery: number;
+}
+
+export interface Results {
+  format: 1;
+  commit: string;
+  dirty: boolean;
+  startedAt: string;
+  durationS: number;
+  quick: boolean;
+  machine: MachineInfo;
+  fdLimit: { soft: number; hard: number; children: number };
+  config: {
+    ns: number[];
+    burst: number;
+    paced: { changes: number; intervalMs: number };
+    concurrency: number;
+    payloadBytes: number;
+  };
+  targets: TargetResult[];
+  ratios: Ratio[];
+  routing: ChildBench;
+  writePath: ChildBench;
+  warnings: string[];
+}
+
+// ---------------------------------------------------------------------------------------
+
+function num(v: number | null | undefined, digits = 0): string {
+  if (v === null || v === undefined || !Number.isFinite(v)) return '–';
+  return v.toLocaleString('en-US', {
+    minimumFractionDigits: digits,
+    maximumFractionDigits: digits,
+  });
+}
+
+function ms(v: number): string {
+  if (!Number.isFinite(v)) return '–';
+  return v < 10 ? v.toFixed(2) : v < 100 ? v.toFixed(1) : v.toFixed(0);
+}
+
+function kib(bytes: number | null | undefined): string {
+  return bytes === null || bytes === undefined ? '–' : num(bytes / 1024, 1);
+}
+
+function ratio(v: number): string {
+  return Number.isFinite(v) ? `×${v.toFixed(2)}` : '–';
+}
+
+export interface Table {
+  headers: string[];
+  rows: string[][];
+  /** Columns aligned right (numbers). */
+  right: boolean[];
+}
+
+export function fanoutTable(r: Results): Table {
+  const headers = [
+    'target',
+    'N',
+    'scenario',
+    'delivered',
+    'deliv/s',
+    'p50 ms',
+    'p99 ms',
+    'max ms',
+    'CPU µs/deliv',
+    'server CPU',
+    'loadgen CPU',
+    'B/frame',
+  ];
+  const rows: string[][] = [];
+  for (const t of r.targets) {
+    for (const run of t.runs) {
+      for (const s of run.scenarios) {
+        const missing = s.expected - s.deliveries;
+        rows.push([
+          t.label,
+          num(run.n),
+          s.scenario === 'burst' ? `burst ${s.changes}` : `paced ${s.changes}×${s.intervalMs}ms`,
+          missing === 0 ? num(s.deliveries) : `${num(s.deliveries)} / ${num(s.expected)}`,
+          num(s.deliveriesPerSec),
+          ms(s.latency.p50Ms),
+          ms(s.latency.p99Ms),
+          ms(s.latency.maxMs),
+          num(s.cpuUsPerDelivery, 1),
+          `${num(s.serverCpuPct)}%`,
+          `${num(s.loadgenCpuPct)}%`,
+          num(s.bytesPerFrame),
+        ]);
+      }
+      if (run.error)
+        rows.push([t.label, num(run.n), 'error', run.error.split('\n')[0].slice(0, 90)]);
+    }
+  }
+  return {
+    headers,
+    rows,
+    right: [false, true, false, true, true, true, true, true, true, true, true],
+  };
+}
+
+export function connectTable(r: Results): Table {
+  const headers = [
+    'target',
+    'N',
+    'subscribed',
+    'failed',
+    'conn/s',
+    'heap/conn KiB',
+    'RSS/conn KiB',
+    'RSS before MiB',
+    'RSS after MiB',
+  ];
+  const rows: string[][] = [];
+  for (const t of r.targets) {
+    for (const run of t.runs) {
+      if (!run.connect) continue;
+      const m = run.memory;
+      rows.push([
+        t.label,
+        num(run.n),
+        num(run.connect.connected),
+        num(run.connect.failed),
+        num(run.connect.perSec),
+        kib(m?.heapPerConnBytes),
+        kib(m?.rssPerConnBytes),
+        m ? num(m.before.rssBytes / 1048576, 1) : '–',
+        m ? num(m.after.rssBytes / 1048576, 1) : '–',
+      ]);
+    }
+  }
+  return { headers, rows, right: [false, true, true, true, true, true, true, true, true] };
+}
+
+export function ratioTable(r: Results): Table {
+  const rows = r.ratios.map((x) => [
+    `ours / ${x.peer}`,
+    num(x.n),
+    x.scenario,
+    ratio(x.deliveriesPerSec),
+    ratio(x.cpuPerDelivery),
+  ]);
+  return {
+    headers: ['ratio', 'N', 'scenario', 'deliveries/s', 'CPU/delivery'],
+    rows,
+    right: [false, true, false, true, true],
+  };
+}
+
+export function textTable(t: Table): string {
+  const widths = t.headers.map((h, i) =>
+    Math.max(h.length, ...t.rows.map((r) => (r[i] ?? '').length)),
+  );
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => (t.right[i] ? (c ?? '').padStart(widths[i]) : (c ?? '').padEnd(widths[i])))
+      .join('  ')
+      .trimEnd();
+  return [line(t.headers), widths.map((w) => '-'.repeat(w)).join('  '), ...t.rows.map(line)].join(
+    '\n',
+  );
+}
+
+export function markdownTable(t: Table): string {
+  const cells = (r: string[]): string =>
+    `| ${t.headers.map((_, i) => (r[i] ?? '').replace(/\|/g, '\\|')).join(' | ')} |`;
+  return [
+    cells(t.headers),
+    `|${t.right.map((r) => (r ? ' ---: ' : ' --- ')).join('|')}|`,
+    ...t.rows.map(cells),
+  ].join('\n');
+}
+
+function childSection(c: ChildBench): string {
+  if (c.status === 'absent') return `\`${c.file}\` does not exist: not yet measured.\n`;
+  const head =
+    c.status === 'ok'
+      ? `\`${c.file}\`, ${num(c.elapsedMs / 1000, 1)} s:`
+      : `\`${c.file}\` **${c.status}** after ${num(c.elapsedMs / 1000, 1)} s:`;
+  return `${head}\n\n\`\`\`text\n${c.output.trim()}\n\`\`\`\n`;
+}
+
+export function markdownReport(r: Results, svgFile: string | null, noRatio: string): string {
+  const m = r.machine;
+  const out: string[] = [];
+  out.push(
+    `# Benchmark ${r.startedAt}${r.quick ? ' (quick)' : ''}`,
+    '',
+    `- commit: \`${r.commit}\`${r.dirty ? ' (working tree has uncommitted changes)' : ''}`,
+    `- machine: ${m.nproc} CPU (\`nproc\`), ${m.cpuModel}, ${num(m.memTotalMiB)} MiB; Node ${m.node}; Linux ${m.kernel}; CLK_TCK ${m.clkTck}`,
+    `- open files: soft ${r.fdLimit.soft}, hard ${r.fdLimit.hard}; servers and load generator ran with ${r.fdLimit.children}`,
+    `- fan-out N: ${r.config.ns.join(', ')}; burst ${r.config.burst} changes; paced ${r.config.paced.changes} changes ${r.config.paced.intervalMs} ms apart; ${r.config.concurrency} handshakes in flight; payload ${r.config.payloadBytes} B`,
+    `- duration: ${num(r.durationS)} s`,
+    '',
+    'How to read the figures: see `bench/README.md`. Latency is commit (publisher clock just before it sends the change) to receive (load generator), on one monotonic clock. CPU µs/deliv is server utime+stime over the window ÷ deliveries.',
+    '',
+    '## Fan-out',
+    '',
+    markdownTable(fanoutTable(r)),
+    '',
+  );
+  if (svgFile) out.push(`![commit-to-receive latency by percentile](${svgFile})`, '');
+  out.push('## Connect and memory', '', markdownTable(connectTable(r)), '');
+  out.push('## Ratios', '');
+  out.push(r.ratios.length > 0 ? markdownTable(ratioTable(r)) : `No ratio: ${noRatio}.`, '');
+  out.push('## Targets', '');
+  for (const t of r.targets) {
+    const [first, ...rest] = (t.reason ?? '').split('\n');
+    const state = t.status === 'ok' ? 'ran' : `**${t.status}**: ${first}`;
+    out.push(`- **${t.label}** (\`${t.name}\`): ${state}`);
+    if (rest.length > 0) out.push('', '  ```text', ...rest.map((l) => `  ${l}`), '  ```', '');
+    for (const n of t.notes) out.push(`  - ${n}`);
+    for (const run of t.runs) {
+      for (const e of run.connect?.errors ?? []) out.push(`  - N=${run.n} connect errors: ${e}`);
+      for (const s of run.scenarios) {
+        if (s.duplicates > 0)
+          out.push(`  - N=${run.n} ${s.scenario}: ${s.duplicates} duplicate deliveries`);
+        if (s.dropped > 0) out.push(`  - N=${run.n} ${s.scenario}: ${s.dropped} clients dropped`);
+        for (const e of s.publishErrors)
+          out.push(`  - N=${run.n} ${s.scenario} publish error: ${e}`);
+      }
+      if (run.error) out.push(`  - N=${run.n}: \`${run.error.split('\n')[0]}\``);
+    }
+  }
+  out.push(
+    '',
+    '## Routing',
+    '',
+    childSection(r.routing),
+    '## Write path',
+    '',
+    childSection(r.writePath),
+  );
+  if (r.warnings.length > 0) out.push('## Warnings', '', ...r.warnings.map((w) => `- ${w}`), '');
+  return out.join('\n');
+}

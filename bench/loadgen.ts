@@ -1,0 +1,360 @@
+/**
+ * Load generator: a separate process, driven by run.ts over IPC (see LoadgenCommand).
+ *
+ * - `connect`: opens N clients with at most `concurrency` handshakes in flight, each one
+ *   connected, authenticated and subscribed before it counts, and reports the rate.
+ * - `arm`: starts a measurement for the changes seqBase … seqBase+count-1.
+ * - `collect`: waits until every subscribed client got every armed change (or the time
+ *   bound passes) and reports deliveries and commit-to-receive latency.
+ *
+ * Frames are read cheaply: the marker `bt=<µs>|bs=<seq>|` is found with indexOf on the raw
+ * buffer; no JSON.parse per delivered frame (socket.io-client parses its packets itself).
+ * A frame may carry several changes (batching): every marker in it counts.
+ */
+import { sign } from 'jsonwebtoken';
+import { io as ioClient, type Socket } from 'socket.io-client';
+import WebSocket from 'ws';
+import {
+  MARKER_SEQ,
+  MARKER_TS,
+  nowUs,
+  summarize,
+  type ClientSpec,
+  type LoadgenCommand,
+  type LoadgenMessage,
+} from './lib/common';
+
+/** Spreads client source addresses over 127.0.0.1 … 127.0.0.<n> (per-IP limits, port space). */
+const SOURCE_IPS = Math.max(1, Math.min(250, Number(process.env.BENCH_SOURCE_IPS ?? '1') || 1));
+const HANDSHAKE_TIMEOUT_MS = 30_000;
+/** The load generator never outlives this, whatever happens to run.ts. */
+const MAX_LIFETIME_MS = 20 * 60_000;
+
+interface Measurement {
+  seqBase: number;
+  count: number;
+  clients: number;
+  expected: number;
+  /** seen[client * count + (seq - seqBase)] */
+  seen: Uint8Array;
+  samples: Float64Array;
+  deliveries: number;
+  duplicates: number;
+  frames: number;
+  bytes: number;
+  firstSentUs: number;
+  lastRecvUs: number;
+  cpu: NodeJS.CpuUsage;
+  wallUs: number;
+  onComplete?: () => void;
+}
+
+const closers: (() => void)[] = [];
+let capacity = 0;
+let subscribed = 0;
+let dropped = 0;
+let current: Measurement | null = null;
+
+function send(msg: LoadgenMessage): void {
+  process.send?.(msg);
+}
+
+function record(client: number, sentUs: number, seq: number, recvUs: number): void {
+  const m = current as Measurement;
+  const idx = seq - m.seqBase;
+  if (idx < 0 || idx >= m.count) return; // a warm-up or late change of an earlier phase
+  const k = client * m.count + idx;
+  if (m.seen[k] === 1) {
+    m.duplicates++;
+    return;
+  }
+  m.seen[k] = 1;
+  m.samples[m.deliveries++] = recvUs - sentUs;
+  if (sentUs < m.firstSentUs) m.firstSentUs = sentUs;
+  m.lastRecvUs = recvUs;
+  if (m.deliveries === m.expected) m.onComplete?.();
+}
+
+const TS_LEN = MARKER_TS.length;
+const SEQ_LEN = MARKER_SEQ.length;
+const SEQ_BYTES = Buffer.from(MARKER_SEQ, 'latin1');
+
+function startsWithAt(frame: Buffer, prefix: Buffer, at: number): boolean {
+  for (let j = 0; j < prefix.length; j++) if (frame[at + j] !== prefix[j]) return false;
+  return true;
+}
+
+function onBuffer(client: number, frame: Buffer): void {
+  if (current === null) return;
+  const recv = nowUs();
+  current.frames++;
+  current.bytes += frame.length;
+  let pos = frame.indexOf(MARKER_TS);
+  while (pos !== -1) {
+    let i = pos + TS_LEN;
+    let ts = 0;
+    for (let c = frame[i]; c >= 48 && c <= 57; c = frame[++i]) ts = ts * 10 + (c - 48);
+    let seq = -1;
+    if (startsWithAt(frame, SEQ_BYTES, i)) {
+      i += SEQ_LEN;
+      seq = 0;
+      for (let c = frame[i]; c >= 48 && c <= 57; c = frame[++i]) seq = seq * 10 + (c - 48);
+    }
+    if (seq >= 0) record(client, ts, seq, recv);
+    pos = frame.indexOf(MARKER_TS, i);
+  }
+}
+
+function onString(client: number, frame: string): void {
+  if (current === null) return;
+  const recv = nowUs();
+  current.frames++;
+  current.bytes += frame.length;
+  let pos = frame.indexOf(MARKER_TS);
+  while (pos !== -1) {
+    let i = pos + TS_LEN;
+    let ts = 0;
+    for (let c = frame.charCodeAt(i); c >= 48 && c <= 57; c = frame.charCodeAt(++i)) {
+      ts = ts * 10 + (c - 48);
+    }
+    let seq = -1;
+    if (frame.startsWith(MARKER_SEQ, i)) {
+      i += SEQ_LEN;
+      seq = 0;
+      for (let c = frame.charCodeAt(i); c >= 48 && c <= 57; c = frame.charCodeAt(++i)) {
+        seq = seq * 10 + (c - 48);
+      }
+    }
+    if (seq >= 0) record(client, ts, seq, recv);
+    pos = frame.indexOf(MARKER_TS, i);
+  }
+}
+
+function sourceAddress(i: number): string | undefined {
+  return SOURCE_IPS > 1 ? `127.0.0.${1 + (i % SOURCE_IPS)}` : undefined;
+}
+
+/** Resolves once the client is subscribed; rejects with the reason it is not. */
+function connectOne(i: number, spec: ClientSpec, token: string | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let ready = false;
+    let close: () => void = () => undefined;
+    const timer = setTimeout(() => {
+      close();
+      reject(new Error('handshake timeout'));
+    }, HANDSHAKE_TIMEOUT_MS);
+    const succeed = (): void => {
+      ready = true;
+      clearTimeout(timer);
+      closers.push(close);
+      subscribed++;
+      resolve();
+    };
+    const fail = (err: Error): void => {
+      clearTimeout(timer);
+      close();
+      reject(err);
+    };
+    const lost = (): void => {
+      if (ready) dropped++;
+    };
+
+    if (spec.kind === 'socketio') {
+      const socket: Socket = ioClient(spec.url, {
+        transports: ['websocket'],
+        forceNew: true,
+        reconnection: false,
+        timeout: HANDSHAKE_TIMEOUT_MS,
+        auth: token ? { token } : {},
+        ...({ localAddress: sourceAddress(i) } as object),
+      });
+      close = () => socket.disconnect();
+      socket.on('connect', () => {
+        socket.emit('subscribe', spec.subscribe, () => succeed());
+      });
+      socket.on('connect_error', (err) => fail(err));
+      socket.on('disconnect', lost);
+      socket.on('data_change', (frame: string) => onString(i, frame));
+      return;
+    }
+
+    const url = token ? `${spec.url}?access_token=${encodeURIComponent(token)}` : spec.url;
+    const ws = new WebSocket(url, { perMessageDeflate: false, localAddress: sourceAddress(i) });
+    close = () => ws.terminate();
+    ws.on('error', (err) => {
+      if (!ready) fail(err);
+    });
+    ws.on('close', (code, reason) => {
+      if (ready) lost();
+      else fail(new Error(`closed ${code} ${reason.toString()}`.trim()));
+    });
+    if (spec.kind === 'raw') {
+      ws.on('open', succeed);
+      ws.on('message', (data: Buffer) => onBuffer(i, data));
+      return;
+    }
+    ws.on('message', (data: Buffer) => {
+      if (ready) {
+        onBuffer(i, data);
+        return;
+      }
+      let msg: { type?: string; data?: { code?: string; message?: string } };
+      try {
+        msg = JSON.parse(data.toString('utf8')) as typeof msg;
+      } catch {
+        fail(new Error('handshake frame is not JSON'));
+        return;
+      }
+      if (msg.type === 'connection_established') ws.send(JSON.stringify(spec.subscribe));
+      else if (msg.type === 'subscription_created') succeed();
+      else if (msg.type === 'error') fail(new Error(`${msg.data?.code}: ${msg.data?.message}`));
+    });
+  });
+}
+
+async function connectAll(
+  spec: ClientSpec,
+  n: number,
+  concurrency: number,
+  timeoutMs: number,
+): Promise<void> {
+  const tokens: (string | undefined)[] = [];
+  const exp = Math.floor(Date.now() / 1000) + 4 * 3600;
+  for (let i = 0; i < n; i++) {
+    tokens.push(
+      spec.jwt
+        ? sign({ ...spec.jwt.claims, sub: `bench-user-${i}`, exp }, spec.jwt.secret, {
+            algorithm: 'HS256',
+          })
+        : undefined,
+    );
+  }
+  capacity = n;
+  const errors = new Map<string, number>();
+  let started = 0;
+  let failed = 0;
+  let inFlight = 0;
+  const t0 = Date.now();
+  const deadline = t0 + timeoutMs;
+  const progress = setInterval(
+    () => send({ type: 'progress', phase: 'connect', done: subscribed + failed, total: n }),
+    500,
+  );
+  await new Promise<void>((done) => {
+    const launch = (): void => {
+      while (inFlight < concurrency && started < n && Date.now() < deadline) {
+        const i = started++;
+        inFlight++;
+        connectOne(i, spec, tokens[i])
+          .catch((err: Error) => {
+            failed++;
+            const key = err.message.slice(0, 120);
+            errors.set(key, (errors.get(key) ?? 0) + 1);
+          })
+          .finally(() => {
+            inFlight--;
+            if (inFlight === 0 && (started >= n || Date.now() >= deadline)) done();
+            else launch();
+          });
+      }
+    };
+    launch();
+  });
+  clearInterval(progress);
+  const elapsedMs = Date.now() - t0;
+  send({
+    type: 'connected',
+    requested: n,
+    connected: subscribed,
+    failed: failed + (n - started),
+    elapsedMs,
+    perSec: (subscribed * 1000) / Math.max(1, elapsedMs),
+    errors: [...errors].map(([msg, count]) => `${count}× ${msg}`),
+  });
+}
+
+function arm(seqBase: number, count: number): void {
+  current = {
+    seqBase,
+    count,
+    clients: subscribed,
+    expected: subscribed * count,
+    seen: new Uint8Array(capacity * count),
+    samples: new Float64Array(capacity * count),
+    deliveries: 0,
+    duplicates: 0,
+    frames: 0,
+    bytes: 0,
+    firstSentUs: Infinity,
+    lastRecvUs: 0,
+    cpu: process.cpuUsage(),
+    wallUs: nowUs(),
+  };
+  send({ type: 'armed' });
+}
+
+async function collect(timeoutMs: number): Promise<void> {
+  const m = current;
+  if (!m) throw new Error('collect before arm');
+  const progress = setInterval(
+    () => send({ type: 'progress', phase: 'deliver', done: m.deliveries, total: m.expected }),
+    500,
+  );
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, timeoutMs);
+    m.onComplete = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    if (m.deliveries >= m.expected) m.onComplete();
+  });
+  clearInterval(progress);
+  current = null;
+  const cpu = process.cpuUsage(m.cpu);
+  send({
+    type: 'collected',
+    clients: m.clients,
+    expected: m.expected,
+    deliveries: m.deliveries,
+    duplicates: m.duplicates,
+    frames: m.frames,
+    bytes: m.bytes,
+    dropped,
+    firstSentUs: m.firstSentUs,
+    lastRecvUs: m.lastRecvUs,
+    latency: summarize(m.samples.subarray(0, m.deliveries)),
+    loadgenCpuMs: (cpu.user + cpu.system) / 1000,
+    loadgenWallMs: (nowUs() - m.wallUs) / 1000,
+  });
+}
+
+process.on('message', (raw) => {
+  const cmd = raw as LoadgenCommand;
+  const fail = (err: unknown): void => send({ type: 'error', message: String(err) });
+  try {
+    switch (cmd.cmd) {
+      case 'connect':
+        connectAll(cmd.spec, cmd.n, cmd.concurrency, cmd.timeoutMs).catch(fail);
+        break;
+      case 'arm':
+        arm(cmd.seqBase, cmd.count);
+        break;
+      case 'collect':
+        collect(cmd.timeoutMs).catch(fail);
+        break;
+      case 'close':
+        for (const close of closers) close();
+        setTimeout(() => process.exit(0), 100);
+        break;
+      default: {
+        const _exhaustive: never = cmd;
+        fail(`unknown command ${JSON.stringify(_exhaustive)}`);
+      }
+    }
+  } catch (err) {
+    fail(err);
+  }
+});
+process.on('disconnect', () => process.exit(0));
+setTimeout(() => process.exit(3), MAX_LIFETIME_MS).unref();
+send({ type: 'ready' });

@@ -1,0 +1,619 @@
+/**
+ * The benchmark suite (`npm run bench`; `BENCH_QUICK=1 npm run bench` for a ~1 minute
+ * smoke run). See bench/README.md for what each figure means.
+ *
+ * For each target (bare ws, Socket.IO, nginx+Nchan when installed, ours) and each N, a
+ * fresh server process and a fresh load generator process: N clients connect, authenticate
+ * and subscribe, then a burst and a paced series of changes are published and delivered
+ * to all of them. Writes bench/results/<timestamp>.{json,md} and <timestamp>-latency.svg.
+ *
+ * Env: BENCH_QUICK=1, BENCH_N=1000,5000 (fan-out sizes), BENCH_TARGETS=ws,socketio,nchan,ours,
+ * BENCH_CONCURRENCY (handshakes in flight), BENCH_SOURCE_IPS (client source addresses),
+ * BENCH_OURS_BUILD / BENCH_OURS_ENV / BENCH_OURS_GC (see targets/ours.ts).
+ */
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import * as ts from 'typescript';
+import { changePayload, nowUs, sleep } from './lib/common';
+import { Loadgen } from './lib/loadgen-client';
+import { cpuMs, fdLimit, gitCommit, machineCpuMs, machineInfo } from './lib/proc';
+import { runToCompletion, WANTED_FD_LIMIT } from './lib/process';
+import {
+  connectTable,
+  fanoutTable,
+  markdownReport,
+  ratioTable,
+  textTable,
+  type ChildBench,
+  type FanoutRun,
+  type Ratio,
+  type Results,
+  type ScenarioResult,
+  type TargetResult,
+} from './lib/report';
+import { percentileSvg, type LatencyPanel } from './lib/svg';
+import type { RunningTarget, SuiteContext, Target } from './lib/target';
+import { bareWsTarget } from './targets/bare-ws';
+import { nchanTarget } from './targets/nchan';
+import { oursTarget } from './targets/ours';
+import { socketIoTarget } from './targets/socketio';
+
+const ROOT = resolve(__dirname, '..');
+const BENCH = join(ROOT, 'bench');
+const RESULTS = join(BENCH, 'results');
+const BUILD = join(RESULTS, '.build');
+const QUICK = process.env.BENCH_QUICK === '1';
+/**
+ * Other processes' CPU (% of one core) above which a measured window is flagged, and below
+ * which the machine counts as quiet enough to start one (waiting at most quietWaitMs each
+ * time, quietBudgetMs in all).
+ */
+const BACKGROUND_WARN_PCT = 15;
+/** Sockets a process needs besides one per client: stdio, listeners, the database, … */
+const FD_SLACK = 512;
+
+const CONFIG = QUICK
+  ? {
+      ns: [200, 500],
+      burst: 5,
+      paced: { changes: 10, intervalMs: 100 },
+      concurrency: 100,
+      connectTimeoutMs: 30_000,
+      collectTimeoutMs: 8_000,
+      childTimeoutMs: 60_000,
+      quietWaitMs: 3_000,
+      quietBudgetMs: 10_000,
+      fanoutBudgetMs: 2 * 60_000,
+      budgetMs: 3 * 60_000,
+    }
+  : {
+      ns: [1000, 5000, 10000],
+      burst: 10,
+      paced: { changes: 20, intervalMs: 100 },
+      concurrency: 200,
+      connectTimeoutMs: 90_000,
+      collectTimeoutMs: 30_000,
+      childTimeoutMs: 150_000,
+      quietWaitMs: 20_000,
+      quietBudgetMs: 90_000,
+      fanoutBudgetMs: 7.5 * 60_000,
+      budgetMs: 9.5 * 60_000,
+    };
+if (process.env.BENCH_N)
+  CONFIG.ns = process.env.BENCH_N.split(',')
+    .map(Number)
+    .filter((n) => n > 0);
+if (process.env.BENCH_CONCURRENCY) CONFIG.concurrency = Number(process.env.BENCH_CONCURRENCY);
+
+const TARGETS: Target[] = [bareWsTarget, socketIoTarget, nchanTarget, oursTarget].filter(
+  (t) => !process.env.BENCH_TARGETS || process.env.BENCH_TARGETS.split(',').includes(t.name),
+);
+const COLORS: Record<string, string> = {
+  ws: '#1f77b4',
+  socketio: '#ff7f0e',
+  nchan: '#2ca02c',
+  ours: '#d62728',
+};
+
+const t0 = Date.now();
+/** Fan-out stops starting runs after this; the child benches must end by the suite deadline. */
+const fanoutDeadline = t0 + CONFIG.fanoutBudgetMs;
+const deadline = t0 + CONFIG.budgetMs;
+
+function remainingMs(until: number): number {
+  return until - Date.now();
+}
+
+/** A time bound of `wanted` ms, shortened to what is left before the suite deadline (≥ floorMs). */
+function bounded(wanted: number, floorMs = 5_000): number {
+  return Math.max(floorMs, Math.min(wanted, remainingMs(deadline)));
+}
+
+// ---------------------------------------------------------------------------------------
+// Progress display: one line rewritten in place on a terminal, throttled lines otherwise.
+
+const tty = process.stdout.isTTY === true;
+let status = '';
+let lastPrinted = 0;
+let lastKey = '';
+
+function stamp(): string {
+  const s = Math.floor((Date.now() - t0) / 1000);
+  return `[${String(Math.floor(s / 60)).padStart(2, '0')}:${String(s % 60).padStart(2, '0')}]`;
+}
+
+function clearStatus(): void {
+  if (tty && status) process.stdout.write('\r\x1b[K');
+}
+
+function log(message: string): void {
+  clearStatus();
+  process.stdout.write(`${stamp()} ${message}\n`);
+  if (tty && status) process.stdout.write(status);
+}
+
+/** key: lines with a new key are printed at once off a terminal, others every 5 s. */
+function progress(key: string, message: string): void {
+  const line = `${stamp()} ${message}`;
+  if (tty) {
+    status = line.slice(0, (process.stdout.columns || 120) - 1);
+    process.stdout.write(`\r\x1b[K${status}`);
+  } else if (key !== lastKey || Date.now() - lastPrinted > 5000) {
+    process.stdout.write(`${line}\n`);
+    lastPrinted = Date.now();
+    lastKey = key;
+  }
+}
+
+function endProgress(): void {
+  clearStatus();
+  status = '';
+}
+
+// ---------------------------------------------------------------------------------------
+
+/** Transpiles the bench's own modules so that servers and the load generator run on plain node. */
+function transpileBench(): void {
+  rmSync(BUILD, { recursive: true, force: true });
+  const skip = new Set(['run.ts', 'routing.bench.ts', 'write-path.bench.ts']);
+  for (const entry of readdirSync(BENCH, { withFileTypes: true, recursive: true })) {
+    const file = join(entry.parentPath, entry.name);
+    if (!entry.isFile() || !file.endsWith('.ts') || file.startsWith(RESULTS)) continue;
+    if (skip.has(relative(BENCH, file))) continue;
+    const out = ts.transpileModule(readFileSync(file, 'utf8'), {
+      fileName: file,
+      compilerOptions: {
+        module: ts.ModuleKind.CommonJS,
+        target: ts.ScriptTarget.ES2022,
+        esModuleInterop: true,
+      },
+    });
+    const dest = join(BUILD, relative(BENCH, file)).replace(/\.ts$/, '.js');
+    mkdirSync(dirname(dest), { recursive: true });
+    writeFileSync(dest, out.outputText);
+  }
+}
+
+function checkFdLimits(warnings: string[]): number {
+  const own = fdLimit();
+  const maxN = Math.max(...CONFIG.ns);
+  const children = Math.min(WANTED_FD_LIMIT, own.hard);
+  log(
+    `open files: soft ${own.soft}, hard ${own.hard}; servers and the load generator are ` +
+      `spawned through 'ulimit -n ${WANTED_FD_LIMIT}' (or the hard limit): ${children}`,
+  );
+  if (own.soft < 2 * maxN + FD_SLACK) {
+    const w =
+      `ulimit -n is ${own.soft}, below 2×N+slack = ${2 * maxN + FD_SLACK} for N=${maxN}` +
+      (children >= maxN + FD_SLACK
+        ? `; fine here: server and load generator are separate processes, each needs N+slack = ${maxN + FD_SLACK} and gets ${children}`
+        : `; each process gets only ${children} (< N+slack = ${maxN + FD_SLACK}): connections will fail. Raise the hard limit (root: ulimit -Hn 65536)`);
+    warnings.push(w);
+    log(`WARNING: ${w}`);
+  }
+  return children;
+}
+
+/**
+ * Waits (bounded) until processes other than ours use less than BACKGROUND_WARN_PCT of a
+ * core, sampled over 500 ms: on a shared machine, a build or a test run next door would
+ * otherwise be measured as well. Returns the last sample.
+ */
+let quietBudgetMs = CONFIG.quietBudgetMs;
+
+async function waitForQuiet(pids: number[], what: string): Promise<number> {
+  const started = Date.now();
+  const until = Math.min(fanoutDeadline, started + Math.min(CONFIG.quietWaitMs, quietBudgetMs));
+  for (;;) {
+    const m0 = machineCpuMs();
+    const own0 = pids.reduce((sum, pid) => sum + cpuMs(pid), 0);
+    const self0 = process.cpuUsage();
+    await sleep(500);
+    const self = process.cpuUsage(self0);
+    const own = pids.reduce((sum, pid) => sum + cpuMs(pid), 0) - own0;
+    const other = machineCpuMs().busy - m0.busy - own - (self.user + self.system) / 1000;
+    const pct = Math.max(0, other) / 5;
+    if (pct <= BACKGROUND_WARN_PCT || Date.now() >= until) {
+      quietBudgetMs -= Date.now() - started;
+      return pct;
+    }
+    progress(
+      `${what} quiet`,
+      `${what}: waiting for background load to settle (${Math.round(pct)}% of a core)`,
+    );
+  }
+}
+
+async function runScenario(
+  rt: RunningTarget,
+  lg: Loadgen,
+  scenario: 'burst' | 'paced',
+  seqBase: number,
+  changes: number,
+  intervalMs: number,
+): Promise<ScenarioResult> {
+  await lg.arm(seqBase, changes);
+  const errors: string[] = [];
+  // CPU of the server, of the load generator, of this process and of the whole machine
+  // over the same window: what is left is other processes (background load on a shared box).
+  const machine0 = machineCpuMs();
+  const server0 = cpuMs(rt.pid);
+  const loadgen0 = cpuMs(lg.pid);
+  const self0 = process.cpuUsage();
+  const start = Date.now();
+  const sends: Promise<void>[] = [];
+  for (let k = 0; k < changes; k++) {
+    if (intervalMs > 0) await sleep(start + k * intervalMs - Date.now());
+    sends.push(
+      rt.publish(seqBase + k).catch((err: Error) => void errors.push(err.message.slice(0, 200))),
+    );
+  }
+  await Promise.all(sends);
+  const res = await lg.collect(bounded(CONFIG.collectTimeoutMs));
+  const serverCpuMs = cpuMs(rt.pid) - server0;
+  const loadgenCpuMs = cpuMs(lg.pid) - loadgen0;
+  const self = process.cpuUsage(self0);
+  const machine1 = machineCpuMs();
+  const wallMs = Math.max(1, Date.now() - start);
+  const otherCpuMs =
+    machine1.busy - machine0.busy - serverCpuMs - loadgenCpuMs - (self.user + self.system) / 1000;
+  const windowMs = res.deliveries > 0 ? (res.lastRecvUs - res.firstSentUs) / 1000 : 0;
+  return {
+    scenario,
+    changes,
+    intervalMs,
+    clients: res.clients,
+    expected: res.expected,
+    deliveries: res.deliveries,
+    duplicates: res.duplicates,
+    dropped: res.dropped,
+    windowMs,
+    deliveriesPerSec: windowMs > 0 ? (res.deliveries * 1000) / windowMs : 0,
+    latency: res.latency,
+    serverCpuMs,
+    cpuUsPerDelivery: res.deliveries > 0 ? (serverCpuMs * 1000) / res.deliveries : NaN,
+    serverCpuPct: (100 * serverCpuMs) / wallMs,
+    loadgenCpuPct: (100 * loadgenCpuMs) / wallMs,
+    otherCpuPct: (100 * Math.max(0, otherCpuMs)) / wallMs,
+    interruptCpuPct: (100 * (machine1.interrupts - machine0.interrupts)) / wallMs,
+    bytesPerFrame: res.frames > 0 ? res.bytes / res.frames : NaN,
+    changesPerFrame: res.frames > 0 ? res.deliveries / res.frames : NaN,
+    publishErrors: [...new Set(errors)],
+  };
+}
+
+async function runFanout(
+  target: Target,
+  n: number,
+  ctx: SuiteContext,
+  notes: string[],
+  warnings: string[],
+): Promise<FanoutRun> {
+  const run: FanoutRun = { n, scenarios: [] };
+  const what = `${target.label} N=${n}`;
+  progress(`${what} start`, `${what}: starting server`);
+  const rt = await target.start(ctx);
+  for (const note of rt.notes) if (!notes.includes(note)) notes.push(note);
+  let lg: Loadgen | null = null;
+  try {
+    await rt.prepare(1 + CONFIG.burst + CONFIG.paced.changes);
+    const before = await rt.memory();
+    lg = await Loadgen.start(BUILD, (phase, done, total) =>
+      progress(`${what} ${phase}`, `${what}: ${phase} ${done}/${total}`),
+    );
+    for (const [who, pid] of [
+      ['server', rt.pid],
+      ['load generator', lg.pid],
+    ] as const) {
+      const lim = fdLimit(pid).soft;
+      if (lim < n + FD_SLACK) {
+        const w = `${target.label}: ${who} has ${lim} open files allowed, N=${n} needs ${n + FD_SLACK}`;
+        warnings.push(w);
+        log(`WARNING: ${w}`);
+      }
+    }
+    progress(`${what} connect`, `${what}: connecting`);
+    const conn = await lg.connect(
+      rt.client,
+      n,
+      CONFIG.concurrency,
+      bounded(CONFIG.connectTimeoutMs),
+    );
+    run.connect = {
+      connected: conn.connected,
+      failed: conn.failed,
+      elapsedMs: conn.elapsedMs,
+      perSec: conn.perSec,
+      errors: conn.errors,
+    };
+    if (conn.connected === 0) throw new Error(`no client subscribed: ${conn.errors.join('; ')}`);
+    await sleep(300);
+    const after = await rt.memory();
+    run.memory = {
+      before,
+      after,
+      heapPerConnBytes:
+        before.heapUsedBytes !== null && after.heapUsedBytes !== null
+          ? (after.heapUsedBytes - before.heapUsedBytes) / conn.connected
+          : null,
+      rssPerConnBytes: (after.rssBytes - before.rssBytes) / conn.connected,
+    };
+
+    // Warm-up: one change, not measured; also proves that delivery works at all.
+    progress(`${what} warmup`, `${what}: warm-up change`);
+    await lg.arm(0, 1);
+    const publishError = await rt.publish(0).then(
+      () => '',
+      (err: Error) => ` (publishing it failed: ${err.message})`,
+    );
+    const warm = await lg.collect(bounded(Math.min(10_000, CONFIG.collectTimeoutMs)));
+    if (warm.deliveries === 0) {
+      throw new Error(
+        `the warm-up change reached none of ${warm.clients} subscribers${publishError}`,
+      );
+    }
+    if (!rt.alive()) throw new Error(`server exited:\n${rt.output()}`);
+
+    await waitForQuiet([rt.pid, lg.pid], what);
+    progress(`${what} burst`, `${what}: burst`);
+    run.scenarios.push(await runScenario(rt, lg, 'burst', 1, CONFIG.burst, 0));
+    await waitForQuiet([rt.pid, lg.pid], what);
+    progress(`${what} paced`, `${what}: paced`);
+    run.scenarios.push(
+      await runScenario(
+        rt,
+        lg,
+        'paced',
+        1 + CONFIG.burst,
+        CONFIG.paced.changes,
+        CONFIG.paced.intervalMs,
+      ),
+    );
+    for (const s of run.scenarios) {
+      if (s.otherCpuPct > BACKGROUND_WARN_PCT) {
+        const w =
+          `${what} ${s.scenario}: other processes used ${Math.round(s.otherCpuPct)}% of a core ` +
+          'meanwhile; these figures are disturbed';
+        warnings.push(w);
+        log(`WARNING: ${w}`);
+      }
+    }
+  } catch (err) {
+    run.error = String((err as Error).message ?? err);
+  } finally {
+    progress(`${what} stop`, `${what}: stopping`);
+    await lg?.close().catch(() => undefined);
+    await rt.stop();
+  }
+  endProgress();
+  const last = run.scenarios.map(
+    (s) =>
+      `${s.scenario} ${Math.round(s.deliveriesPerSec).toLocaleString('en-US')}/s p99 ${s.latency.p99Ms.toFixed(1)} ms`,
+  );
+  log(
+    `${what}: ${run.connect ? `${Math.round(run.connect.perSec)} conn/s` : ''} ${last.join(', ')}` +
+      (run.error ? ` ERROR ${run.error.split('\n')[0]}` : ''),
+  );
+  return run;
+}
+
+async function runChildBench(name: string, file: string): Promise<ChildBench> {
+  const rel = `bench/${file}`;
+  if (!existsSync(join(ROOT, rel))) {
+    log(`${name}: ${rel} does not exist: not yet measured`);
+    return { name, file: rel, status: 'absent', elapsedMs: 0, output: '' };
+  }
+  const timeoutMs = bounded(CONFIG.childTimeoutMs, 20_000);
+  log(`${name}: running ${rel} (bound ${Math.round(timeoutMs / 1000)} s)`);
+  const res = await runToCompletion(
+    process.execPath,
+    ['-r', 'ts-node/register/transpile-only', '-r', 'tsconfig-paths/register', rel],
+    { cwd: ROOT, timeoutMs, onLine: (line) => log(`  ${name} | ${line}`) },
+  );
+  const status = res.timedOut ? 'timeout' : res.code === 0 ? 'ok' : 'failed';
+  if (status !== 'ok') log(`${name}: ${status} (exit ${res.code})`);
+  return { name, file: rel, status, elapsedMs: res.elapsedMs, output: res.output };
+}
+
+function ratios(targets: TargetResult[]): Ratio[] {
+  const ours = targets.find((t) => t.name === 'ours' && t.status === 'ok');
+  if (!ours) return [];
+  const out: Ratio[] = [];
+  for (const peer of targets) {
+    if (peer === ours || peer.status !== 'ok') continue;
+    for (const run of ours.runs) {
+      const peerRun = peer.runs.find((r) => r.n === run.n);
+      for (const s of run.scenarios) {
+        const p = peerRun?.scenarios.find((x) => x.scenario === s.scenario);
+        if (!p) continue;
+        out.push({
+          peer: peer.name,
+          n: run.n,
+          scenario: s.scenario,
+          deliveriesPerSec: s.deliveriesPerSec / p.deliveriesPerSec,
+          cpuPerDelivery: s.cpuUsPerDelivery / p.cpuUsPerDelivery,
+        });
+      }
+    }
+  }
+  return out;
+}
+
+/** First and last line of a multi-line reason (the message, then the output's last word). */
+function oneLine(reason: string): string {
+  const lines = reason.split('\n').filter((l) => l.trim() !== '');
+  return lines.length > 1 ? `${lines[0]} … ${lines[lines.length - 1].trim()}` : (lines[0] ?? '');
+}
+
+function noRatioReason(targets: TargetResult[]): string {
+  return targets.some((t) => t.name === 'ours' && t.status === 'ok')
+    ? 'no peer ran'
+    : '"ours" did not run';
+}
+
+function latencyPanels(targets: TargetResult[]): LatencyPanel[] {
+  const panels: LatencyPanel[] = [];
+  for (const scenario of ['burst', 'paced'] as const) {
+    for (const n of CONFIG.ns) {
+      const series = [];
+      for (const t of targets) {
+        const s = t.runs.find((r) => r.n === n)?.scenarios.find((x) => x.scenario === scenario);
+        if (s && s.latency.count > 0) {
+          series.push({
+            label: t.label,
+            color: COLORS[t.name] ?? '#555',
+            histogram: s.latency.histogram,
+          });
+        }
+      }
+      const title =
+        scenario === 'burst'
+          ? `burst of ${CONFIG.burst}, N=${n}`
+          : `${CONFIG.paced.changes} changes ${CONFIG.paced.intervalMs} ms apart, N=${n}`;
+      panels.push({ title, series });
+    }
+  }
+  return panels;
+}
+
+async function main(): Promise<void> {
+  const startedAt = new Date();
+  const machine = machineInfo();
+  const { commit, dirty } = gitCommit(ROOT);
+  const warnings: string[] = [];
+  log(
+    `bench ${QUICK ? '(quick) ' : ''}commit ${commit}${dirty ? ' (dirty)' : ''}; ${machine.nproc} CPU ${machine.cpuModel}; ` +
+      `Node ${machine.node}; N = ${CONFIG.ns.join(', ')}`,
+  );
+  if (machine.nproc < 2)
+    warnings.push(`only ${machine.nproc} CPU: server and load generator share it`);
+  const childFd = checkFdLimits(warnings);
+  mkdirSync(RESULTS, { recursive: true });
+  transpileBench();
+
+  const ctx: SuiteContext = { root: ROOT, buildDir: BUILD, quick: QUICK, log };
+  const targets: TargetResult[] = [];
+  const active: [Target, TargetResult][] = [];
+  for (const target of TARGETS) {
+    const result: TargetResult = {
+      name: target.name,
+      label: target.label,
+      status: 'ok',
+      notes: [],
+      runs: [],
+    };
+    targets.push(result);
+    const reason = await target.check(ctx);
+    if (reason) {
+      result.status = 'skipped';
+      result.reason = reason;
+      log(`${target.label}: skipped: ${reason}`);
+    } else {
+      active.push([target, result]);
+    }
+  }
+  // N in the outer loop: when the time budget runs out, the largest N goes for every target
+  // alike, and all targets see the machine in the same period.
+  for (const n of CONFIG.ns) {
+    for (const [target, result] of active) {
+      if (result.status !== 'ok') continue;
+      if (remainingMs(fanoutDeadline) <= 0) {
+        const w = `${target.label} N=${n}: skipped, the suite's time budget is spent`;
+        warnings.push(w);
+        log(w);
+        continue;
+      }
+      try {
+        result.runs.push(await runFanout(target, n, ctx, result.notes, warnings));
+      } catch (err) {
+        // The server did not start: no point trying larger N.
+        endProgress();
+        result.status = result.runs.length === 0 ? 'skipped' : 'failed';
+        result.reason = String((err as Error).message ?? err);
+        log(
+          `${target.label}: ${result.status}: ${result.reason.split('\n').slice(0, 12).join('\n    ')}`,
+        );
+      }
+    }
+  }
+  for (const [, result] of active) {
+    if (result.status === 'ok' && result.runs.every((r) => r.scenarios.length === 0)) {
+      result.status = 'failed';
+      result.reason = result.runs.map((r) => `N=${r.n}: ${r.error ?? 'no result'}`).join('; ');
+    }
+  }
+
+  const routing = await runChildBench('routing', 'routing.bench.ts');
+  const writePath = await runChildBench('write path', 'write-path.bench.ts');
+
+  const results: Results = {
+    format: 1,
+    commit,
+    dirty,
+    startedAt: startedAt.toISOString(),
+    durationS: (Date.now() - t0) / 1000,
+    quick: QUICK,
+    machine,
+    fdLimit: { ...fdLimit(), children: childFd },
+    config: {
+      ns: CONFIG.ns,
+      burst: CONFIG.burst,
+      paced: CONFIG.paced,
+      concurrency: CONFIG.concurrency,
+      payloadBytes: Buffer.byteLength(changePayload(0, nowUs())),
+    },
+    targets,
+    ratios: ratios(targets),
+    routing,
+    writePath,
+    warnings,
+  };
+
+  const name = startedAt.toISOString().replace(/[:.]/g, '-');
+  const svgName = `${name}-latency.svg`;
+  const panels = latencyPanels(targets);
+  const hasSvg = panels.some((p) => p.series.length > 0);
+  if (hasSvg) {
+    writeFileSync(
+      join(RESULTS, svgName),
+      percentileSvg(
+        `commit → receive latency (${commit}${QUICK ? ', quick' : ''})`,
+        panels,
+        CONFIG.ns.length,
+      ),
+    );
+  }
+  writeFileSync(join(RESULTS, `${name}.json`), JSON.stringify(results, null, 2) + '\n');
+  writeFileSync(
+    join(RESULTS, `${name}.md`),
+    markdownReport(results, hasSvg ? svgName : null, noRatioReason(targets)),
+  );
+
+  console.log(
+    '\nFan-out (deliveries/s: first publish → last receive; CPU: server utime+stime ÷ deliveries)\n',
+  );
+  console.log(textTable(fanoutTable(results)));
+  console.log('\nConnect + authenticate + subscribe, and memory per connection\n');
+  console.log(textTable(connectTable(results)));
+  console.log('\nRatios (ours ÷ peer)\n');
+  console.log(
+    results.ratios.length > 0 ? textTable(ratioTable(results)) : 'none: "ours" did not run',
+  );
+  for (const t of targets) {
+    if (t.status !== 'ok') console.log(`\n${t.label}: ${t.status}: ${oneLine(t.reason ?? '')}`);
+  }
+  console.log(
+    `\nwrite path: ${writePath.status === 'absent' ? 'not yet measured' : writePath.status}`,
+  );
+  for (const w of warnings) console.log(`WARNING: ${w}`);
+  console.log(
+    `\n${results.durationS.toFixed(0)} s. Report: ${relative(ROOT, join(RESULTS, `${name}.md`))}` +
+      ` (+ .json${hasSvg ? `, ${svgName}` : ''})`,
+  );
+}
+
+main().catch((err) => {
+  endProgress();
+  console.error(err);
+  process.exit(1);
+});
