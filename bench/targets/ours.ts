@@ -18,6 +18,7 @@
  * - Memory: RSS from /proc/<pid>/status, heap from `GET /metrics`
  *   (nodejs_heap_size_used_bytes, admin token), after a full GC asked through the V8
  *   inspector (the app runs with --inspect on a loopback port; BENCH_OURS_GC=0 turns it off).
+ *   BENCH_OURS_NODE_ARGS adds node flags (e.g. `--cpu-prof --cpu-prof-dir=bench/results/prof`).
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -194,7 +195,13 @@ export const oursTarget: Target = {
     };
     delete env.DATABASE_URL;
     delete env.REDIS_URL;
-    const nodeArgs = gc ? [`--inspect=127.0.0.1:${inspectPort}`, ...how.args] : how.args;
+    // BENCH_OURS_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=bench/results/prof" to profile
+    const extraArgs = (process.env.BENCH_OURS_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    const nodeArgs = [
+      ...(gc ? [`--inspect=127.0.0.1:${inspectPort}`] : []),
+      ...extraArgs,
+      ...how.args,
+    ];
     const proc = ManagedProcess.start('ours', process.execPath, nodeArgs, { cwd: ctx.root, env });
     const base = `http://127.0.0.1:${port}`;
     const cleanup = async (): Promise<void> => {

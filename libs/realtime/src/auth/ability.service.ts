@@ -9,26 +9,58 @@ import type { Doc, Principal } from '../realtime.types';
 const MAX_CACHED = 10_000;
 
 /**
- * Builds CASL abilities with the application's factory and caches them per
- * (user, roles, attrs), so that every connection and request of a user shares one ability
- * and per-change checks can be memoised per ability.
+ * Builds CASL abilities with the application's factory, caches them per (user, roles,
+ * attrs), and interns them by their rules: users whose rules come out identical (every
+ * manager of one department, say) share one ability object. A change is then checked once
+ * per distinct ability, not once per subscriber, and a connection costs no ability of its own.
  */
 @Injectable()
 export class AbilityService {
-  private readonly cache = new Map<string, AnyAbility>();
+  private readonly byPrincipal = new Map<string, AnyAbility>();
+  private readonly byRules = new Map<string, AnyAbility>();
 
   constructor(@Inject(REALTIME_ABILITY_FACTORY) private readonly factory: AbilityFactory) {}
 
   forPrincipal(principal: Principal): AnyAbility {
     const key = `${principal.userId}\u0000${principal.roles.join(',')}\u0000${JSON.stringify(principal.attrs)}`;
-    let ability = this.cache.get(key);
+    let ability = this.byPrincipal.get(key);
     if (!ability) {
-      if (this.cache.size >= MAX_CACHED) this.cache.clear();
-      ability = this.factory(principal);
-      this.cache.set(key, ability);
+      if (this.byPrincipal.size >= MAX_CACHED) {
+        this.byPrincipal.clear();
+        this.byRules.clear();
+      }
+      const built = this.factory(principal);
+      const rules = JSON.stringify(built.rules);
+      ability = this.byRules.get(rules);
+      if (!ability) {
+        ability = built;
+        this.byRules.set(rules, built);
+      }
+      this.byPrincipal.set(key, ability);
     }
     return ability;
   }
+}
+
+const readKeys = new WeakMap<AnyAbility, Map<string, string>>();
+
+/**
+ * A key equal for two abilities exactly when their `read` rules on a collection are equal
+ * (and so are every read decision and readable field set on its documents), to share
+ * per-change work between subscribers whose abilities differ only in other actions.
+ */
+export function readRulesKey(ability: AnyAbility, collection: string): string {
+  let keys = readKeys.get(ability);
+  if (!keys) {
+    keys = new Map();
+    readKeys.set(ability, keys);
+  }
+  let key = keys.get(collection);
+  if (key === undefined) {
+    key = JSON.stringify(ability.rulesFor('read', collection).map((rule) => rule.origin));
+    keys.set(collection, key);
+  }
+  return key;
 }
 
 /** `ability.can(action, <doc of collection>)`; marks the doc with its subject type. */

@@ -2,6 +2,7 @@ import { Injectable, Logger } from '@nestjs/common';
 import { JwtService } from '@nestjs/jwt';
 import type { Request } from 'express';
 import type { IncomingMessage } from 'node:http';
+import { createPublicKey, createSecretKey, KeyObject } from 'node:crypto';
 import { InjectRealtimeOptions } from '../realtime.module-definition';
 import type { RealtimeModuleOptions } from '../realtime.options';
 import type { Principal } from '../realtime.types';
@@ -26,7 +27,8 @@ export class TokenService {
   private readonly logger = new Logger(TokenService.name);
   private readonly jwt = new JwtService({});
   private readonly algorithm: 'HS256' | 'RS256';
-  private readonly verifyKey: string;
+  /** a KeyObject made once: given a string, jsonwebtoken re-parses the key on every call */
+  private readonly verifyKey: KeyObject;
 
   constructor(@InjectRealtimeOptions() private readonly options: RealtimeModuleOptions) {
     const { secret, publicKey } = options.auth;
@@ -34,7 +36,9 @@ export class TokenService {
       throw new Error('RealtimeModule: set auth.secret (HS256) or auth.publicKey (RS256)');
     }
     this.algorithm = publicKey ? 'RS256' : 'HS256';
-    this.verifyKey = (publicKey ?? secret) as string;
+    this.verifyKey = publicKey
+      ? createPublicKey(publicKey)
+      : createSecretKey(Buffer.from(secret as string));
   }
 
   /** Reads the token of a request: `Authorization: Bearer …` or `?access_token=…`. */
@@ -55,8 +59,8 @@ export class TokenService {
       payload = this.jwt.verify(token, {
         algorithms: [this.algorithm],
         ...(this.algorithm === 'HS256'
-          ? { secret: this.verifyKey }
-          : { publicKey: this.verifyKey }),
+          ? { secret: this.verifyKey as unknown as string }
+          : { publicKey: this.verifyKey as unknown as string }),
         issuer: this.options.auth.issuer,
         audience: this.options.auth.audience,
       });

@@ -17,8 +17,6 @@ import { emit } from '../subscriptions/subscription-sink';
 import { SubscriptionsService } from '../subscriptions/subscriptions.service';
 import type { Connection } from './connection';
 
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
 /**
  * Every connection of this node, by id and by user: admission (connections per user and
  * attempts per IP), token expiry, heartbeats, back-pressure drops, and the orderly end of
@@ -33,6 +31,13 @@ export class ConnectionRegistry
   private readonly byUser = new Map<string, Set<Connection>>();
   private readonly attempts = new ThrottlerStorageService();
   private heartbeatTimer?: NodeJS.Timeout;
+  /**
+   * Token expiries, bucketed by the second: one timer for all connections instead of one
+   * each (a timer per connection costs memory and, with distinct delays, a timer list each).
+   */
+  private readonly expiries = new Map<number, Set<Connection>>();
+  private expiryTimer?: NodeJS.Timeout;
+  private sweptUpTo = Math.floor(Date.now() / 1000);
   readonly limits: RealtimeLimits;
   readonly heartbeatIntervalMs: number;
 
@@ -50,10 +55,13 @@ export class ConnectionRegistry
   onModuleInit(): void {
     this.heartbeatTimer = setInterval(() => this.beat(), this.heartbeatIntervalMs);
     this.heartbeatTimer.unref();
+    this.expiryTimer = setInterval(() => this.sweepExpiries(), 250);
+    this.expiryTimer.unref();
   }
 
   onModuleDestroy(): void {
     clearInterval(this.heartbeatTimer);
+    clearInterval(this.expiryTimer);
     this.attempts.onApplicationShutdown();
   }
 
@@ -124,8 +132,7 @@ export class ConnectionRegistry
   /** Forgets a closed connection: its subscriptions, timers and counts. Idempotent. */
   release(connection: Connection, reason = 'closed'): void {
     connection.open = false;
-    clearTimeout(connection.expiryTimer);
-    connection.expiryTimer = undefined;
+    this.unscheduleExpiry(connection);
     if (!this.connections.delete(connection.id)) return;
     const mine = this.byUser.get(connection.principal.userId);
     mine?.delete(connection);
@@ -160,18 +167,43 @@ export class ConnectionRegistry
   }
 
   private scheduleExpiry(connection: Connection): void {
-    clearTimeout(connection.expiryTimer);
-    const ms = connection.principal.exp * 1000 - Date.now();
-    connection.expiryTimer = setTimeout(
-      () => this.expire(connection),
-      Math.min(Math.max(ms, 0), MAX_TIMER_MS),
-    );
-    connection.expiryTimer.unref();
+    this.unscheduleExpiry(connection);
+    const second = Math.max(connection.principal.exp, this.sweptUpTo + 1);
+    let bucket = this.expiries.get(second);
+    if (!bucket) {
+      bucket = new Set();
+      this.expiries.set(second, bucket);
+    }
+    bucket.add(connection);
+    connection.expiresAtSecond = second;
+  }
+
+  private unscheduleExpiry(connection: Connection): void {
+    if (connection.expiresAtSecond === undefined) return;
+    const bucket = this.expiries.get(connection.expiresAtSecond);
+    bucket?.delete(connection);
+    if (bucket && bucket.size === 0) this.expiries.delete(connection.expiresAtSecond);
+    connection.expiresAtSecond = undefined;
+  }
+
+  /** Ends the connections whose token expired (`exp` is in seconds; we sweep 4× a second). */
+  private sweepExpiries(): void {
+    const now = Math.floor(Date.now() / 1000);
+    // a token is valid through its `exp` second's start: expire once `now >= exp`
+    for (let second = this.sweptUpTo + 1; second <= now; second++) {
+      const bucket = this.expiries.get(second);
+      if (!bucket) continue;
+      this.expiries.delete(second);
+      for (const connection of bucket) {
+        connection.expiresAtSecond = undefined;
+        this.expire(connection);
+      }
+    }
+    this.sweptUpTo = now;
   }
 
   private expire(connection: Connection): void {
     if (!connection.open) return;
-    if (connection.principal.exp * 1000 > Date.now()) return this.scheduleExpiry(connection);
     emit(connection, 'error', { code: 'token_expired', message: 'the access token expired' });
     this.drop(connection, 4001, 'token expired', 'token_expired');
   }

@@ -8,7 +8,8 @@ export abstract class Connection implements SubscriptionSink {
   readonly id = randomUUID();
   abstract readonly transport: 'websocket' | 'sse';
   open = true;
-  expiryTimer?: NodeJS.Timeout;
+  /** the second whose expiry bucket holds this connection (ConnectionRegistry) */
+  expiresAtSecond?: number;
   /** heartbeats sent without an answer (WebSocket pong) */
   missedPongs = 0;
 

@@ -11,7 +11,7 @@ import { emit } from '../subscriptions/subscription-sink';
 import { SubscriptionsService } from '../subscriptions/subscriptions.service';
 import { ConnectionRegistry } from './connection-registry';
 import { remoteOf } from './realtime-ws.adapter';
-import { WsConnection } from './ws-connection';
+import { WsConnection, WsConnectionOwner } from './ws-connection';
 
 const SUBSCRIBE_KEYS = new Set(['query', 'tabId', 'resumeFrom']);
 
@@ -31,7 +31,7 @@ function requestIdOf(raw: RawData): string | undefined {
  * RealtimeWsAdapter): handshake authentication, then one JSON message per frame.
  */
 @WebSocketGateway({ path: '/realtime/ws' })
-export class RealtimeGateway implements OnGatewayConnection {
+export class RealtimeGateway implements OnGatewayConnection, WsConnectionOwner {
   private readonly logger = new Logger(RealtimeGateway.name);
 
   constructor(
@@ -76,14 +76,9 @@ export class RealtimeGateway implements OnGatewayConnection {
       this.abilities.forPrincipal(principal),
       remote,
       limits.messageBurst,
-      (c) => this.registry.drop(c, 4009, 'slow consumer', 'slow_consumer'),
+      this,
       limits.maxBufferedBytes,
     );
-    socket.on('close', () => this.registry.release(connection));
-    socket.on('error', (err) =>
-      this.logger.debug(`socket error on ${connection.id}: ${err.message}`),
-    );
-    socket.on('pong', () => (connection.missedPongs = 0));
     try {
       this.registry.admit(connection);
     } catch (e) {
@@ -92,7 +87,7 @@ export class RealtimeGateway implements OnGatewayConnection {
       connection.close(4008, 'too many connections for this user');
       return;
     }
-    socket.on('message', (data, isBinary) => this.onMessage(connection, data, isBinary));
+    connection.listen();
   }
 
   private send(
@@ -149,7 +144,15 @@ export class RealtimeGateway implements OnGatewayConnection {
     return false;
   }
 
-  private onMessage(connection: WsConnection, raw: RawData, isBinary: boolean): void {
+  onClose(connection: WsConnection): void {
+    this.registry.release(connection);
+  }
+
+  onOverflow(connection: WsConnection): void {
+    this.registry.drop(connection, 4009, 'slow consumer', 'slow_consumer');
+  }
+
+  onMessage(connection: WsConnection, raw: RawData, isBinary: boolean): void {
     if (!connection.open || !this.admitMessage(connection, raw, isBinary)) return;
     if (isBinary)
       return this.send(connection, 'invalid_message', 'binary frames are not supported');
@@ -190,9 +193,11 @@ export class RealtimeGateway implements OnGatewayConnection {
             connection,
             'subscriptions',
             {
-              subscriptions: this.subscriptions
-                .subscriptionsOf(connection)
-                .map((s) => ({ subscriptionId: s.id, query: s.query, createdAt: s.createdAt })),
+              subscriptions: this.subscriptions.subscriptionsOf(connection).map((s) => ({
+                subscriptionId: s.id,
+                query: s.query,
+                createdAt: new Date(s.createdAt).toISOString(),
+              })),
             },
             { requestId: id },
           );

@@ -75,7 +75,20 @@ export class SseController {
       res.setHeader('Retry-After', '60');
       throw new RealtimeHttpException(429, 'rate_limited', 'too many connection attempts');
     }
-    const principal = this.authenticate(req);
+    let principal: Principal;
+    try {
+      principal = this.authenticate(req);
+    } catch (e) {
+      // as on the WebSocket: a refused stream is a failed connection as well
+      this.audit.record({
+        action: 'connection_failed',
+        outcome: 'failure',
+        details: { transport: 'sse', reason: (e as Error).message },
+        ipAddress: remote.ip,
+        userAgent: remote.userAgent,
+      });
+      throw e;
+    }
     const raw = req.query.subscribe;
     const list = raw === undefined ? [] : Array.isArray(raw) ? raw : [raw];
     const queries: Query[] = [];
@@ -116,6 +129,10 @@ export class SseController {
       this.registry.admit(connection);
     } catch (e) {
       connection.open = false;
+      // no stream opened: the refusal is a JSON answer, not an event stream
+      for (const name of ['Content-Type', 'Cache-Control', 'Connection', 'X-Accel-Buffering']) {
+        res.removeHeader(name);
+      }
       toHttp(e);
     }
     res.on('close', () => this.registry.release(connection));

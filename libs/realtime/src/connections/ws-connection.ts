@@ -1,13 +1,37 @@
 import type { AnyAbility } from '@casl/ability';
-import type { WebSocket } from 'ws';
+import type { RawData, WebSocket } from 'ws';
 import type { Principal, ServerEventType } from '../realtime.types';
 import type { EmitOptions } from '../subscriptions/subscription-sink';
 import type { Socket } from 'node:net';
-import type { PreparedChange } from '../subscriptions/subscription';
+import type { PreparedChange, Subscription } from '../subscriptions/subscription';
 import { Connection } from './connection';
 import { buildTextFrame, writeCorked } from './ws-frame';
 
 const SUFFIX = Buffer.from(']}}');
+const CONNECTION = Symbol('realtime.connection');
+
+/** What a WebSocket connection reports to (the gateway): one object for all connections. */
+export interface WsConnectionOwner {
+  onMessage(connection: WsConnection, data: RawData, isBinary: boolean): void;
+  onClose(connection: WsConnection): void;
+  onOverflow(connection: WsConnection): void;
+}
+
+// Listeners shared by every socket (no closures per connection): `this` is the socket.
+function onMessage(this: WebSocket, data: RawData, isBinary: boolean): void {
+  const c = (this as unknown as Record<symbol, WsConnection>)[CONNECTION];
+  c.owner.onMessage(c, data, isBinary);
+}
+function onClose(this: WebSocket): void {
+  const c = (this as unknown as Record<symbol, WsConnection>)[CONNECTION];
+  c.owner.onClose(c);
+}
+function onPong(this: WebSocket): void {
+  (this as unknown as Record<symbol, WsConnection>)[CONNECTION].missedPongs = 0;
+}
+function onError(): void {
+  // the socket closes after an error; 'close' does the cleanup
+}
 
 /** A WebSocket client. Frames are built by concatenation around the engine's JSON. */
 export class WsConnection extends Connection {
@@ -17,8 +41,6 @@ export class WsConnection extends Connection {
   lastRefill = Date.now();
   /** rate-limited messages in a row */
   strikes = 0;
-  /** `{"type":"data_change","data":{"subscriptionId":"…","changes":[` per subscription */
-  private readonly prefixes = new Map<string, Buffer>();
 
   constructor(
     readonly socket: WebSocket,
@@ -26,11 +48,20 @@ export class WsConnection extends Connection {
     ability: AnyAbility,
     remote: { ip: string | null; userAgent: string | null },
     burst: number,
-    private readonly onOverflow: (connection: WsConnection) => void,
+    readonly owner: WsConnectionOwner,
     private readonly maxBufferedBytes: number,
   ) {
     super(principal, ability, remote);
     this.tokens = burst;
+    (socket as unknown as Record<symbol, WsConnection>)[CONNECTION] = this;
+    socket.on('close', onClose);
+    socket.on('error', onError);
+    socket.on('pong', onPong);
+  }
+
+  /** Starts reading client messages (once the connection is admitted). */
+  listen(): void {
+    this.socket.on('message', onMessage);
   }
 
   emitRaw(type: ServerEventType, dataJson: string, options?: EmitOptions): void {
@@ -40,29 +71,19 @@ export class WsConnection extends Connection {
         ? `{"type":"${type}","id":${JSON.stringify(options.requestId)},"data":${dataJson}}`
         : `{"type":"${type}","data":${dataJson}}`;
     this.socket.send(frame);
-    if (this.socket.bufferedAmount > this.maxBufferedBytes) this.onOverflow(this);
+    if (this.socket.bufferedAmount > this.maxBufferedBytes) this.owner.onOverflow(this);
   }
 
   /** The fan-out fast path: frame the shared change bytes and write them to the socket. */
-  emitChanges(subscriptionId: string, changes: readonly PreparedChange[]): void {
+  emitChanges(subscription: Subscription, changes: readonly PreparedChange[]): void {
     if (!this.open) return;
     const raw = (this.socket as unknown as { _socket?: Socket })._socket;
     if (this.socket.readyState !== 1 || !raw) return;
-    let prefix = this.prefixes.get(subscriptionId);
-    if (!prefix) {
-      prefix = Buffer.from(
-        `{"type":"data_change","data":{"subscriptionId":"${subscriptionId}","changes":[`,
-      );
-      this.prefixes.set(subscriptionId, prefix);
-    }
-    const parts = changes.map((c) => (c.bytes ??= Buffer.from(c.json)));
-    writeCorked(raw, buildTextFrame(prefix, parts, SUFFIX));
-    if (this.socket.bufferedAmount > this.maxBufferedBytes) this.onOverflow(this);
-  }
-
-  /** Forgets a subscription's cached frame prefix. */
-  forget(subscriptionId: string): void {
-    this.prefixes.delete(subscriptionId);
+    const prefix = (subscription.wsPrefix ??= Buffer.from(
+      `{"type":"data_change","data":{"subscriptionId":"${subscription.id}","changes":[`,
+    ));
+    writeCorked(raw, buildTextFrame(prefix, changes, SUFFIX));
+    if (this.socket.bufferedAmount > this.maxBufferedBytes) this.owner.onOverflow(this);
   }
 
   close(code: number, reason: string): void {

@@ -38,16 +38,26 @@ function writeHeader(frame: Buffer, length: number): number {
   return 10;
 }
 
-/** One text frame whose payload is `prefix`, the parts joined by commas, then `suffix`. */
-export function buildTextFrame(prefix: Buffer, parts: readonly Buffer[], suffix: Buffer): Buffer {
+/** Something whose JSON is known, and whose UTF-8 bytes are encoded once, on first use. */
+export interface EncodedJson {
+  json: string;
+  bytes?: Buffer;
+}
+
+/** One text frame whose payload is `prefix`, the parts' JSON joined by commas, then `suffix`. */
+export function buildTextFrame(
+  prefix: Buffer,
+  parts: readonly EncodedJson[],
+  suffix: Buffer,
+): Buffer {
   let length = prefix.length + suffix.length + parts.length - 1;
-  for (const part of parts) length += part.length;
+  for (const part of parts) length += (part.bytes ??= Buffer.from(part.json)).length;
   const frame = Buffer.allocUnsafe(headerSize(length) + length);
   let offset = writeHeader(frame, length);
   offset += prefix.copy(frame, offset);
   for (let i = 0; i < parts.length; i++) {
     if (i > 0) frame[offset++] = 0x2c; // ','
-    offset += parts[i].copy(frame, offset);
+    offset += (parts[i].bytes as Buffer).copy(frame, offset);
   }
   suffix.copy(frame, offset);
   return frame;

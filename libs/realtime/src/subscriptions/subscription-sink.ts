@@ -1,6 +1,6 @@
 import type { AnyAbility } from '@casl/ability';
 import type { Principal, ServerEventMap, ServerEventType } from '../realtime.types';
-import type { PreparedChange } from './subscription';
+import type { PreparedChange, Subscription } from './subscription';
 
 export interface EmitOptions {
   /** the client's request id this message answers (WebSocket `id`) */
@@ -28,19 +28,17 @@ export interface SubscriptionSink {
    * Optional fast path for `data_change`: the changes arrive serialized (and shared with
    * other subscribers); a transport may frame them without building the message string.
    */
-  emitChanges?(subscriptionId: string, changes: readonly PreparedChange[]): void;
-  /** Called when a subscription of this sink ends, to drop what the sink cached for it. */
-  forget?(subscriptionId: string): void;
+  emitChanges?(subscription: Subscription, changes: readonly PreparedChange[]): void;
 }
 
 /** Sends a `data_change` of already serialized changes, by the sink's fast path if it has one. */
 export function emitChanges(
   sink: SubscriptionSink,
-  subscriptionId: string,
+  subscription: Subscription,
   changes: readonly PreparedChange[],
 ): void {
-  if (sink.emitChanges) return sink.emitChanges(subscriptionId, changes);
-  let body = `{"subscriptionId":"${subscriptionId}","changes":[${changes[0].json}`;
+  if (sink.emitChanges) return sink.emitChanges(subscription, changes);
+  let body = `{"subscriptionId":"${subscription.id}","changes":[${changes[0].json}`;
   for (let i = 1; i < changes.length; i++) body += ',' + changes[i].json;
   sink.emitRaw('data_change', body + ']}', { eventId: String(changes[changes.length - 1].seq) });
 }

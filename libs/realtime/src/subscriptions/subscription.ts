@@ -14,6 +14,8 @@ export interface PreparedChange {
   bytes?: Buffer;
 }
 
+const NO_FIELDS: readonly string[] = [];
+
 /** One live subscription of one connection. */
 export class Subscription {
   /** greatest seq this subscription has been brought up to */
@@ -21,21 +23,25 @@ export class Subscription {
   /** registering: live changes wait in `buffer` until the snapshot or replay is sent */
   pending = true;
   ended = false;
-  buffer: ChangeRecord[] = [];
+  buffer: ChangeRecord[] | null = null;
   /** changes prepared in the current dispatch, flushed as data_change frames */
-  outbox: PreparedChange[] = [];
-  readonly createdAt = new Date().toISOString();
+  outbox: PreparedChange[] | null = null;
+  /** ms since the epoch */
+  readonly createdAt = Date.now();
   /** throttling: latest change per document inside the window */
   window?: Map<string, PreparedChange>;
   windowTimer?: NodeJS.Timeout;
   lastFlushAt = 0;
   /** top-level fields the filters read (checked per document against the ability) */
-  filterFields: string[] = [];
+  filterFields: readonly string[] = NO_FIELDS;
+  /** equal for subscribers whose abilities read the collection alike (see readRulesKey) */
+  readKey = '';
+  /** the WebSocket frame prefix `{"type":"data_change","data":{"subscriptionId":…,"changes":[` */
+  wsPrefix?: Buffer;
 
   constructor(
     readonly id: string,
     readonly query: Query,
-    readonly key: string,
     readonly sink: SubscriptionSink,
     readonly predicate: (doc: Record<string, unknown>) => boolean,
   ) {}

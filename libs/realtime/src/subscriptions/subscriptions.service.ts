@@ -3,7 +3,7 @@ import { InjectDataSource } from '@nestjs/typeorm';
 import type { AnyAbility } from '@casl/ability';
 import { randomUUID } from 'node:crypto';
 import type { DataSource } from 'typeorm';
-import { canOnDoc, pickFields, readableFields } from '../auth/ability.service';
+import { canOnDoc, pickFields, readableFields, readRulesKey } from '../auth/ability.service';
 import { AuditService } from '../audit/audit.service';
 import { RealtimeError } from '../common/realtime.errors';
 import { MetricsService } from '../metrics/metrics.service';
@@ -15,7 +15,7 @@ import { InjectRealtimeOptions } from '../realtime.module-definition';
 import { DEFAULT_LIMITS, RealtimeLimits, RealtimeModuleOptions } from '../realtime.options';
 import type { ChangeEvent, ChangeRecord, Doc, Query } from '../realtime.types';
 import { compileFilters, CustomFilterFn, touchesFieldPath } from './filter-compiler';
-import { queryKey, validateQuery } from './query.schema';
+import { validateQuery } from './query.schema';
 import { PreparedChange, Subscription } from './subscription';
 import { SubscriptionIndex } from './subscription-index';
 import { emit, emitChanges, SubscriptionSink } from './subscription-sink';
@@ -68,7 +68,7 @@ function referencedFields(query: Query): string[] {
 export class SubscriptionsService implements OnModuleInit {
   private readonly logger = new Logger(SubscriptionsService.name);
   private readonly index = new SubscriptionIndex<Subscription>();
-  private readonly bySink = new Map<string, Map<string, Subscription>>();
+  private readonly bySink = new Map<string, Subscription[]>();
   private readonly limits: RealtimeLimits;
   private readonly customFilters: Record<string, CustomFilterFn>;
   private readonly customFilterNames: ReadonlySet<string>;
@@ -104,7 +104,7 @@ export class SubscriptionsService implements OnModuleInit {
   }
 
   subscriptionsOf(sink: SubscriptionSink): Subscription[] {
-    return [...(this.bySink.get(sink.id)?.values() ?? [])];
+    return [...(this.bySink.get(sink.id) ?? [])];
   }
 
   get size(): number {
@@ -126,7 +126,7 @@ export class SubscriptionsService implements OnModuleInit {
     let resumeFrom: number | undefined;
     try {
       let subs = this.bySink.get(sink.id);
-      if (subs && subs.size >= this.limits.maxSubscriptionsPerConnection) {
+      if (subs && subs.length >= this.limits.maxSubscriptionsPerConnection) {
         throw new RealtimeError(
           'limit_exceeded',
           `at most ${this.limits.maxSubscriptionsPerConnection} subscriptions per connection`,
@@ -143,7 +143,7 @@ export class SubscriptionsService implements OnModuleInit {
       }
       this.authorize(sink.ability, query);
       if (!subs) {
-        subs = new Map();
+        subs = [];
         this.bySink.set(sink.id, subs);
       }
     } catch (e) {
@@ -166,9 +166,10 @@ export class SubscriptionsService implements OnModuleInit {
       userId: sink.principal.userId,
       customFilters: this.customFilters,
     });
-    const sub = new Subscription(randomUUID(), query, queryKey(query), sink, predicate);
+    const sub = new Subscription(randomUUID(), query, sink, predicate);
+    sub.readKey = readRulesKey(sink.ability, query.collection);
     sub.filterFields = [...new Set(referencedFields({ ...query, fieldPath: undefined }))];
-    (this.bySink.get(sink.id) as Map<string, Subscription>).set(sub.id, sub);
+    (this.bySink.get(sink.id) as Subscription[]).push(sub);
     this.index.add(sub);
     this.metrics.subscriptions.inc();
     this.audit.record({
@@ -205,7 +206,7 @@ export class SubscriptionsService implements OnModuleInit {
   unsubscribe(sink: SubscriptionSink, subscriptionId: unknown, requestId?: string): void {
     const sub =
       typeof subscriptionId === 'string'
-        ? this.bySink.get(sink.id)?.get(subscriptionId)
+        ? this.bySink.get(sink.id)?.find((s) => s.id === subscriptionId)
         : undefined;
     if (!sub) throw new RealtimeError('not_found', 'no such subscription on this connection');
     this.drop(sub);
@@ -223,7 +224,8 @@ export class SubscriptionsService implements OnModuleInit {
   removeSink(sink: SubscriptionSink, reason = 'connection_closed'): void {
     const subs = this.bySink.get(sink.id);
     if (!subs) return;
-    for (const sub of subs.values()) {
+    // a copy: drop() splices the list, which would skip every other subscription
+    for (const sub of [...subs]) {
       this.drop(sub);
       this.audit.record({
         action: 'subscription_ended',
@@ -246,6 +248,7 @@ export class SubscriptionsService implements OnModuleInit {
     for (const sub of this.subscriptionsOf(sink)) {
       try {
         this.authorize(sink.ability, sub.query);
+        sub.readKey = readRulesKey(sink.ability, sub.query.collection);
       } catch {
         this.end(sub, 'revoked');
       }
@@ -269,14 +272,14 @@ export class SubscriptionsService implements OnModuleInit {
     if (sub.ended) return;
     sub.ended = true;
     clearTimeout(sub.windowTimer);
-    sub.buffer = [];
-    sub.outbox = [];
+    sub.buffer = null;
+    sub.outbox = null;
     sub.window = undefined;
     this.index.remove(sub);
-    sub.sink.forget?.(sub.id);
     const subs = this.bySink.get(sub.sink.id);
-    subs?.delete(sub.id);
-    if (subs && subs.size === 0) this.bySink.delete(sub.sink.id);
+    const at = subs ? subs.indexOf(sub) : -1;
+    if (at !== -1) (subs as Subscription[]).splice(at, 1);
+    if (subs && subs.length === 0) this.bySink.delete(sub.sink.id);
     this.metrics.subscriptions.dec();
   }
 
@@ -314,7 +317,7 @@ export class SubscriptionsService implements OnModuleInit {
       const seq = Number(change.seq);
       const prepared = this.prepare(sub, change, seq, collection, new Map(), new Map());
       sub.position = seq;
-      if (prepared) sub.outbox.push(prepared);
+      if (prepared) (sub.outbox ??= []).push(prepared);
     }
     this.flush(sub);
     this.goLive(sub, read.head);
@@ -373,9 +376,9 @@ export class SubscriptionsService implements OnModuleInit {
     if (sub.ended) return;
     sub.position = Math.max(sub.position, position);
     const waiting = sub.buffer;
-    sub.buffer = [];
+    sub.buffer = null;
     sub.pending = false;
-    if (waiting.length === 0) return;
+    if (!waiting) return;
     const collection = this.registry.get(sub.query.collection) as RegisteredCollection;
     for (const change of waiting) {
       const seq = Number(change.seq);
@@ -384,7 +387,7 @@ export class SubscriptionsService implements OnModuleInit {
       const prepared = this.prepare(sub, change, seq, collection, new Map(), new Map());
       if (!prepared) continue;
       if (sub.query.throttleMs > 0) this.throttle(sub, prepared);
-      else sub.outbox.push(prepared);
+      else (sub.outbox ??= []).push(prepared);
     }
     this.flush(sub);
   }
@@ -400,11 +403,11 @@ export class SubscriptionsService implements OnModuleInit {
       const collection = this.registry.get(change.collection);
       if (!collection) continue;
       const seq = Number(change.seq);
-      const views = new Map<AnyAbility, AbilityView>();
+      const views = new Map<string, AbilityView>();
       const shared = new Map<string, PreparedChange>();
       this.index.forEachCandidate(change.database, change.collection, change.documentId, (sub) => {
         if (sub.pending) {
-          sub.buffer.push(change);
+          (sub.buffer ??= []).push(change);
           return;
         }
         if (seq <= sub.position) return;
@@ -415,7 +418,10 @@ export class SubscriptionsService implements OnModuleInit {
           this.throttle(sub, prepared);
           return;
         }
-        if (sub.outbox.length === 0) touched.push(sub);
+        if (sub.outbox === null) {
+          sub.outbox = [];
+          touched.push(sub);
+        }
         sub.outbox.push(prepared);
       });
     }
@@ -481,14 +487,13 @@ export class SubscriptionsService implements OnModuleInit {
     change: ChangeRecord,
     seq: number,
     collection: RegisteredCollection,
-    views: Map<AnyAbility, AbilityView>,
+    views: Map<string, AbilityView>,
     shared: Map<string, PreparedChange>,
   ): PreparedChange | null {
-    const ability = sub.sink.ability;
-    let view = views.get(ability);
+    let view = views.get(sub.readKey);
     if (!view) {
-      view = this.view(ability, change, collection);
-      views.set(ability, view);
+      view = this.view(sub.sink.ability, change, collection);
+      views.set(sub.readKey, view);
     }
     const inBefore =
       view.readBefore &&
@@ -583,7 +588,7 @@ export class SubscriptionsService implements OnModuleInit {
     sub.window.clear();
     if (changes.length === 0) return;
     sub.lastFlushAt = Date.now();
-    sub.outbox.push(...changes);
+    (sub.outbox ??= []).push(...changes);
     const delivered = this.flush(sub);
     if (delivered) this.metrics.deliveries.inc(delivered);
   }
@@ -591,16 +596,14 @@ export class SubscriptionsService implements OnModuleInit {
   /** Frames the outbox as data_change messages of at most batchSize changes. */
   private flush(sub: Subscription): number {
     const out = sub.outbox;
-    if (out.length === 0) return 0;
-    sub.outbox = [];
-    if (sub.ended || !sub.sink.open) return 0;
+    sub.outbox = null;
+    if (!out || out.length === 0 || sub.ended || !sub.sink.open) return 0;
     const size = sub.query.batchSize;
     if (out.length <= size) {
-      emitChanges(sub.sink, sub.id, out);
+      emitChanges(sub.sink, sub, out);
       return out.length;
     }
-    for (let i = 0; i < out.length; i += size)
-      emitChanges(sub.sink, sub.id, out.slice(i, i + size));
+    for (let i = 0; i < out.length; i += size) emitChanges(sub.sink, sub, out.slice(i, i + size));
     return out.length;
   }
 }
