@@ -27,6 +27,9 @@ export class ChangeFeedService implements OnApplicationBootstrap, OnApplicationS
   /** greatest seq delivered to the handlers */
   private position = 0;
   private readonly pending = new Map<number, ChangeRecord>();
+  /** in order, waiting for this turn's dispatch */
+  private queued: ChangeRecord[] = [];
+  private dispatchedUpTo = 0;
   private filling = false;
   private poller?: NodeJS.Timeout;
   private started = false;
@@ -40,6 +43,7 @@ export class ChangeFeedService implements OnApplicationBootstrap, OnApplicationS
 
   async onApplicationBootstrap(): Promise<void> {
     this.position = await this.log.head();
+    this.dispatchedUpTo = this.position;
     this.started = true;
     this.bus.subscribe((changes) => this.accept(changes));
     this.bus.onResync(() => void this.catchUp());
@@ -51,9 +55,9 @@ export class ChangeFeedService implements OnApplicationBootstrap, OnApplicationS
     clearInterval(this.poller);
   }
 
-  /** The greatest seq delivered so far. */
+  /** The greatest seq handed to the handlers so far. */
   get delivered(): number {
-    return this.position;
+    return this.dispatchedUpTo;
   }
 
   onChanges(handler: ChangeHandler): void {
@@ -121,7 +125,21 @@ export class ChangeFeedService implements OnApplicationBootstrap, OnApplicationS
     }
   }
 
+  /**
+   * Queues changes for the handlers, which run once per event-loop turn with everything
+   * that became ready in it: commits that land together (a burst) reach each subscriber as
+   * one frame instead of one frame each, and one syscall per client instead of many.
+   */
   private emit(changes: ChangeRecord[]): void {
+    if (this.queued.length === 0) setImmediate(this.dispatchQueued);
+    for (const change of changes) this.queued.push(change);
+  }
+
+  private readonly dispatchQueued = (): void => {
+    const changes = this.queued;
+    this.queued = [];
+    if (changes.length === 0) return;
+    this.dispatchedUpTo = Number(changes[changes.length - 1].seq);
     for (const handler of this.handlers) {
       try {
         handler(changes);
@@ -129,5 +147,5 @@ export class ChangeFeedService implements OnApplicationBootstrap, OnApplicationS
         this.logger.error(`change delivery failed: ${(e as Error).stack}`);
       }
     }
-  }
+  };
 }
