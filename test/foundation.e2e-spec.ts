@@ -20,6 +20,21 @@ describeEachDb('foundation', (db) => {
     expect(r.body.info.database.status).toBe('up');
   });
 
+  it('describes the REST API in OpenAPI at /docs', async () => {
+    const r = await t.api(null, 'GET', '/docs-json');
+    expect(r.status).toBe(200);
+    expect(Object.keys(r.body.paths)).toEqual(
+      expect.arrayContaining([
+        '/api/tasks',
+        '/api/tasks/{id}',
+        '/api/projects',
+        '/admin/audit-logs',
+        '/auth/login',
+      ]),
+    );
+    expect((await fetch(`${t.http}/docs`)).status).toBe(200);
+  });
+
   it('logs in demo users and refuses wrong passwords', async () => {
     const ok = await t.api(null, 'POST', '/auth/login', {
       username: 'bob',
