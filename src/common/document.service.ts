@@ -113,9 +113,23 @@ export class DocumentService<T extends ObjectLiteral & { id: string; version: nu
     return { items, nextCursor: more ? page[page.length - 1].id : null };
   }
 
-  private async findReadable(ability: AnyAbility, id: string, repo = this.repo): Promise<T> {
+  /**
+   * `forUpdate` (inside a write transaction): locks the row until commit on PostgreSQL, so
+   * that concurrent writes of one document take turns. Without it both would read the same
+   * version, both pass the `version` check, and the later save would write back the stale
+   * `version` it read (TypeORM saves every column that differs from what it loads).
+   * SQLite needs no lock: the TransactionRunner runs its transactions one at a time.
+   */
+  private async findReadable(
+    ability: AnyAbility,
+    id: string,
+    repo = this.repo,
+    forUpdate = false,
+  ): Promise<T> {
     if (!UUID.test(id)) throw new NotFoundError(`no ${this.config.collection} document ${id}`);
-    const row = await repo.findOne({ where: { id } as FindOptionsWhere<T> });
+    const lock =
+      forUpdate && !this.transactions.isSerial ? { mode: 'pessimistic_write' as const } : undefined;
+    const row = await repo.findOne({ where: { id } as FindOptionsWhere<T>, lock });
     if (!row || !canOnDoc(ability, 'read', this.config.collection, this.toDoc(row))) {
       throw new NotFoundError(`no ${this.config.collection} document ${id}`);
     }
@@ -145,7 +159,7 @@ export class DocumentService<T extends ObjectLiteral & { id: string; version: nu
     const collection = this.config.collection;
     const saved = await this.transactions.transaction(async (manager) => {
       const repo = manager.getRepository<T>(this.repo.target);
-      const current = await this.findReadable(ability, id, repo);
+      const current = await this.findReadable(ability, id, repo, true);
       const before = this.toDoc(current);
       if (!canOnDoc(ability, 'update', collection, before)) {
         throw new ForbiddenError(`not permitted to update ${collection} document ${id}`);
@@ -180,7 +194,7 @@ export class DocumentService<T extends ObjectLiteral & { id: string; version: nu
     const collection = this.config.collection;
     await this.transactions.transaction(async (manager) => {
       const repo = manager.getRepository<T>(this.repo.target);
-      const current = await this.findReadable(ability, id, repo);
+      const current = await this.findReadable(ability, id, repo, true);
       if (!canOnDoc(ability, 'delete', collection, this.toDoc(current))) {
         throw new ForbiddenError(`not permitted to delete ${collection} document ${id}`);
       }

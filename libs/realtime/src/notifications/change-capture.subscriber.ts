@@ -68,6 +68,8 @@ function sameValue(a: unknown, b: unknown): boolean {
 @Injectable()
 export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnModuleInit {
   private readonly buffers = new WeakMap<QueryRunner, TxBuffer>();
+  /** PostgreSQL: the row as committed, read under its lock just before it is written */
+  private readonly current = new WeakMap<object, Doc | null>();
   private readonly postgres: boolean;
 
   constructor(
@@ -82,20 +84,25 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     this.dataSource.subscribers.push(this);
   }
 
-  beforeUpdate(event: UpdateEvent<object>): void {
+  async beforeUpdate(event: UpdateEvent<object>): Promise<void> {
     const collection = this.registry.forMetadata(event.metadata);
-    if (collection && !event.databaseEntity) this.refuse(collection, 'update');
+    if (!collection) return;
+    if (!event.databaseEntity) this.refuse(collection, 'update');
+    await this.lockRow(event.queryRunner, collection, event.databaseEntity, event.entity);
   }
 
-  beforeRemove(event: RemoveEvent<object>): void {
+  async beforeRemove(event: RemoveEvent<object>): Promise<void> {
     const collection = this.registry.forMetadata(event.metadata);
-    if (collection && !event.entity && !event.databaseEntity) this.refuse(collection, 'delete');
+    if (!collection) return;
+    if (!event.entity && !event.databaseEntity) this.refuse(collection, 'delete');
+    await this.lockRow(event.queryRunner, collection, event.databaseEntity, event.entity);
   }
 
-  beforeSoftRemove(event: SoftRemoveEvent<object>): void {
+  async beforeSoftRemove(event: SoftRemoveEvent<object>): Promise<void> {
     const collection = this.registry.forMetadata(event.metadata);
-    if (collection && !event.entity && !event.databaseEntity)
-      this.refuse(collection, 'soft delete');
+    if (!collection) return;
+    if (!event.entity && !event.databaseEntity) this.refuse(collection, 'soft delete');
+    await this.lockRow(event.queryRunner, collection, event.databaseEntity, event.entity);
   }
 
   /**
@@ -126,16 +133,27 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
   async afterUpdate(event: UpdateEvent<object>): Promise<void> {
     const collection = this.registry.forMetadata(event.metadata);
     if (!collection || !event.databaseEntity || !event.entity) return;
-    const before = this.registry.toDoc(collection, event.databaseEntity);
-    const after = this.registry.mergeDoc(collection, event.databaseEntity, event.entity as object);
-    await this.capture(event.queryRunner, collection, 'update', before, after);
+    const saved = this.registry.mergeDoc(collection, event.databaseEntity, event.entity as object);
+    const current = this.takeCurrent(event.databaseEntity, event.entity);
+    if (!current) {
+      const before = this.registry.toDoc(collection, event.databaseEntity);
+      return this.capture(event.queryRunner, collection, 'update', before, saved);
+    }
+    // the columns this UPDATE wrote (and the ones the database bumps) over the row it found
+    const after = { ...current };
+    for (const column of event.updatedColumns)
+      after[column.propertyName] = saved[column.propertyName];
+    for (const field of collection.bookkeeping) after[field] = saved[field];
+    await this.capture(event.queryRunner, collection, 'update', current, after);
   }
 
   async afterRemove(event: RemoveEvent<object>): Promise<void> {
     const collection = this.registry.forMetadata(event.metadata);
     const source = event.databaseEntity ?? event.entity;
     if (!collection || !source) return;
-    const before = this.registry.toDoc(collection, source);
+    const before =
+      this.takeCurrent(event.databaseEntity, event.entity) ??
+      this.registry.toDoc(collection, source);
     const pk = collection.schema.primaryKey;
     if (before[pk] == null && event.entityId != null) {
       before[pk] =
@@ -148,13 +166,10 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     const collection = this.registry.forMetadata(event.metadata);
     const source = event.databaseEntity ?? event.entity;
     if (!collection || !source) return;
-    await this.capture(
-      event.queryRunner,
-      collection,
-      'delete',
-      this.registry.toDoc(collection, source),
-      null,
-    );
+    const before =
+      this.takeCurrent(event.databaseEntity, event.entity) ??
+      this.registry.toDoc(collection, source);
+    await this.capture(event.queryRunner, collection, 'delete', before, null);
   }
 
   async afterRecover(event: RecoverEvent<object>): Promise<void> {
@@ -198,6 +213,41 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     // a savepoint rolled back: drop what was captured inside it
     const depth = depthOf(runner);
     buffer.entries = buffer.entries.filter((e) => e.depth <= depth);
+  }
+
+  /**
+   * PostgreSQL runs writers side by side, and save() compares the entity with a copy of the
+   * row it loaded without a lock: another transaction may have committed a change of that
+   * row since. Locking the row and reading it again, just before this write, gives the exact
+   * image the write starts from (no one else can change the row until this transaction
+   * ends), so that `before`, `after` and `changedFields` are those of the committed rows.
+   * The lock is the one the UPDATE or DELETE would take next anyway. SQLite writers run one
+   * at a time (TransactionRunner), so what save() loaded is current.
+   */
+  private async lockRow(
+    runner: QueryRunner,
+    collection: RegisteredCollection,
+    loaded: object | undefined,
+    entity: object | undefined,
+  ): Promise<void> {
+    const key = entity ?? loaded;
+    if (!this.postgres || !runner.isTransactionActive || !loaded || !key) return;
+    const id = collection.metadata.getEntityIdMap(loaded);
+    if (!id) return;
+    const row = await runner.manager.findOne(collection.metadata.target, {
+      where: id,
+      lock: { mode: 'pessimistic_write' },
+    });
+    this.current.set(key, row ? this.registry.toDoc(collection, row) : null);
+  }
+
+  /** The row lockRow read for this write, if it did (and it still existed). */
+  private takeCurrent(loaded: object | undefined, entity: object | undefined): Doc | null {
+    const key = entity ?? loaded;
+    if (!key) return null;
+    const current = this.current.get(key) ?? null;
+    this.current.delete(key);
+    return current;
   }
 
   private refuse(collection: RegisteredCollection, what: string): never {
