@@ -42,6 +42,18 @@ export function expectedVersion(
   return Number(m[1]);
 }
 
+/** Create defaults of the sample collections: the creator owns it, in its department unless given. */
+export function ownedInOwnDepartment(
+  principal: Principal,
+  body: { department?: string },
+): { ownerId: string; department?: string } {
+  const own = principal.attrs.department;
+  return {
+    ownerId: principal.userId,
+    department: body.department ?? (typeof own === 'string' ? own : undefined),
+  };
+}
+
 export interface DocumentServiceConfig<T extends ObjectLiteral> {
   collection: string;
   create: ZodType<Partial<T>>;

@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import type { Repository } from 'typeorm';
 import { CollectionRegistry, TransactionRunner } from '@app/realtime';
-import { DocumentService } from '../common/document.service';
+import { DocumentService, ownedInOwnDepartment } from '../common/document.service';
 import { Project } from './project.entity';
 import { CreateProject, ListProjects, PatchProject } from './projects.schemas';
 
@@ -18,12 +18,7 @@ export class ProjectsService extends DocumentService<Project> {
       create: CreateProject as never,
       patch: PatchProject as never,
       list: ListProjects,
-      defaults: (principal, body) => ({
-        ownerId: principal.userId,
-        department:
-          body.department ??
-          (typeof principal.attrs.department === 'string' ? principal.attrs.department : undefined),
-      }),
+      defaults: ownedInOwnDepartment,
     });
   }
 }

@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import type { Repository } from 'typeorm';
 import { CollectionRegistry, TransactionRunner, ValidationError } from '@app/realtime';
-import { DocumentService } from '../common/document.service';
+import { DocumentService, ownedInOwnDepartment } from '../common/document.service';
 import { Project } from '../projects/project.entity';
 import { Task } from './task.entity';
 import { CreateTask, ListTasks, PatchTask } from './tasks.schemas';
@@ -20,12 +20,7 @@ export class TasksService extends DocumentService<Task> {
       create: CreateTask as never,
       patch: PatchTask as never,
       list: ListTasks,
-      defaults: (principal, body) => ({
-        ownerId: principal.userId,
-        department:
-          body.department ??
-          (typeof principal.attrs.department === 'string' ? principal.attrs.department : undefined),
-      }),
+      defaults: ownedInOwnDepartment,
       validateReferences: async (body) => {
         if (body.projectId && !(await projects.exists({ where: { id: body.projectId } }))) {
           throw new ValidationError([{ path: 'projectId', message: 'no such project' }]);

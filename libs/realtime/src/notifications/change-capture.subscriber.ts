@@ -147,28 +147,28 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     await this.capture(event.queryRunner, collection, 'update', current, after);
   }
 
-  async afterRemove(event: RemoveEvent<object>): Promise<void> {
+  afterRemove(event: RemoveEvent<object>): Promise<void> {
+    return this.captureDelete(event);
+  }
+
+  /** A soft-removed document leaves every result set: a `delete` to subscribers. */
+  afterSoftRemove(event: SoftRemoveEvent<object>): Promise<void> {
+    return this.captureDelete(event);
+  }
+
+  private async captureDelete(event: RemoveEvent<object> | SoftRemoveEvent<object>): Promise<void> {
     const collection = this.registry.forMetadata(event.metadata);
     const source = event.databaseEntity ?? event.entity;
     if (!collection || !source) return;
     const before =
       this.takeCurrent(event.databaseEntity, event.entity) ??
       this.registry.toDoc(collection, source);
+    // remove() clears the entity's id: take it from the event
     const pk = collection.schema.primaryKey;
     if (before[pk] == null && event.entityId != null) {
       before[pk] =
         typeof event.entityId === 'object' ? (event.entityId as Doc)[pk] : event.entityId;
     }
-    await this.capture(event.queryRunner, collection, 'delete', before, null);
-  }
-
-  async afterSoftRemove(event: SoftRemoveEvent<object>): Promise<void> {
-    const collection = this.registry.forMetadata(event.metadata);
-    const source = event.databaseEntity ?? event.entity;
-    if (!collection || !source) return;
-    const before =
-      this.takeCurrent(event.databaseEntity, event.entity) ??
-      this.registry.toDoc(collection, source);
     await this.capture(event.queryRunner, collection, 'delete', before, null);
   }
 
