@@ -30,7 +30,7 @@ export class AbilityService {
         this.byRules.clear();
       }
       const built = this.factory(principal);
-      const rules = JSON.stringify(built.rules);
+      const rules = rulesKey(built.rules);
       ability = this.byRules.get(rules);
       if (!ability) {
         ability = built;
@@ -40,6 +40,20 @@ export class AbilityService {
     }
     return ability;
   }
+}
+
+/**
+ * JSON of rules that keeps what plain JSON would lose (`undefined`, RegExp, Date), so that
+ * two rule sets share a key only when CASL would decide alike on them.
+ */
+function rulesKey(rules: unknown): string {
+  return JSON.stringify(rules, function (this: Record<string, unknown>, key, value) {
+    const raw = key === '' ? value : this[key];
+    if (raw === undefined) return { $undefined: true };
+    if (raw instanceof RegExp) return { $regex: String(raw) };
+    if (raw instanceof Date) return { $date: raw.toISOString() };
+    return value;
+  });
 }
 
 const readKeys = new WeakMap<AnyAbility, Map<string, string>>();
@@ -57,7 +71,7 @@ export function readRulesKey(ability: AnyAbility, collection: string): string {
   }
   let key = keys.get(collection);
   if (key === undefined) {
-    key = JSON.stringify(ability.rulesFor('read', collection).map((rule) => rule.origin));
+    key = rulesKey(ability.rulesFor('read', collection).map((rule) => rule.origin));
     keys.set(collection, key);
   }
   return key;

@@ -119,6 +119,7 @@ export class SseController {
       (c) => this.registry.drop(c, 4009, 'slow consumer', 'slow_consumer'),
       maxBufferedBytes,
     );
+    connection.safeId = () => this.subscriptions.safeResumePoint(connection);
     // the head goes out with connection_established, the first event admit() writes
     res.setHeader('Content-Type', 'text/event-stream; charset=utf-8');
     res.setHeader('Cache-Control', 'no-cache, no-transform');
@@ -137,6 +138,7 @@ export class SseController {
     }
     res.on('close', () => this.registry.release(connection));
     for (const query of queries) {
+      if (!connection.open) break; // the client went away while earlier ones started
       await this.subscriptions
         .subscribe(connection, query, { resumeFrom })
         .catch((e: RealtimeError) =>

@@ -47,6 +47,9 @@ const SEQ_LOCK_KEY = 0x7265616c; // 'real'
 const depthOf = (runner: QueryRunner): number =>
   (runner as unknown as { transactionDepth?: number }).transactionDepth ?? 1;
 
+/** lockRow found no row: another transaction deleted it before this write could lock it. */
+const GONE = Symbol('gone');
+
 /** Thrown when a write would bypass change capture (and so silently miss subscribers). */
 export class ChangeCaptureBypassError extends Error {}
 
@@ -69,7 +72,7 @@ function sameValue(a: unknown, b: unknown): boolean {
 export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnModuleInit {
   private readonly buffers = new WeakMap<QueryRunner, TxBuffer>();
   /** PostgreSQL: the row as committed, read under its lock just before it is written */
-  private readonly current = new WeakMap<object, Doc | null>();
+  private readonly current = new WeakMap<object, Doc | typeof GONE>();
   private readonly postgres: boolean;
 
   constructor(
@@ -135,6 +138,8 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     if (!collection || !event.databaseEntity || !event.entity) return;
     const saved = this.registry.mergeDoc(collection, event.databaseEntity, event.entity as object);
     const current = this.takeCurrent(event.databaseEntity, event.entity);
+    // another transaction deleted the row meanwhile: this UPDATE changed nothing
+    if (current === GONE) return;
     if (!current) {
       const before = this.registry.toDoc(collection, event.databaseEntity);
       return this.capture(event.queryRunner, collection, 'update', before, saved);
@@ -160,9 +165,9 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     const collection = this.registry.forMetadata(event.metadata);
     const source = event.databaseEntity ?? event.entity;
     if (!collection || !source) return;
-    const before =
-      this.takeCurrent(event.databaseEntity, event.entity) ??
-      this.registry.toDoc(collection, source);
+    const current = this.takeCurrent(event.databaseEntity, event.entity);
+    if (current === GONE) return; // deleted by another transaction meanwhile: nothing to log
+    const before = current ?? this.registry.toDoc(collection, source);
     // remove() clears the entity's id: take it from the event
     const pk = collection.schema.primaryKey;
     if (before[pk] == null && event.entityId != null) {
@@ -238,11 +243,14 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
       where: id,
       lock: { mode: 'pessimistic_write' },
     });
-    this.current.set(key, row ? this.registry.toDoc(collection, row) : null);
+    this.current.set(key, row ? this.registry.toDoc(collection, row) : GONE);
   }
 
   /** The row lockRow read for this write, if it did (and it still existed). */
-  private takeCurrent(loaded: object | undefined, entity: object | undefined): Doc | null {
+  private takeCurrent(
+    loaded: object | undefined,
+    entity: object | undefined,
+  ): Doc | typeof GONE | null {
     const key = entity ?? loaded;
     if (!key) return null;
     const current = this.current.get(key) ?? null;

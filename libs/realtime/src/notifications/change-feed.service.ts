@@ -107,8 +107,10 @@ export class ChangeFeedService implements OnApplicationBootstrap, OnApplicationS
         }
         if (ready.length) this.emit(ready);
         let target = 0;
-        if (this.pending.size) target = Math.min(...this.pending.keys());
-        else if (knownHead > this.position) target = knownHead + 1;
+        if (this.pending.size) {
+          target = Infinity;
+          for (const seq of this.pending.keys()) if (seq < target) target = seq;
+        } else if (knownHead > this.position) target = knownHead + 1;
         if (target === 0) break;
         // a gap below `target`: whatever of it was committed is in the log by now
         const missing = await this.log.range(this.position, target);

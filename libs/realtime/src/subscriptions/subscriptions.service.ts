@@ -40,6 +40,8 @@ export interface SubscribeOptions {
   requestId?: string;
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 const EVENT_SLOT: Record<ChangeEvent, number> = { added: 0, modified: 1, removed: 2 };
 
 /** What the same document's two changes in one throttle window amount to. */
@@ -142,6 +144,9 @@ export class SubscriptionsService implements OnModuleInit {
         resumeFrom = Number(options.resumeFrom);
       }
       this.authorize(sink.ability, query);
+      this.checkDocumentId(query);
+      // the connection may have closed while an earlier subscription of it was starting
+      if (!sink.open) throw new RealtimeError('not_found', 'the connection is closed');
       if (!subs) {
         subs = [];
         this.bySink.set(sink.id, subs);
@@ -191,6 +196,7 @@ export class SubscriptionsService implements OnModuleInit {
     );
     try {
       if (resumeFrom !== undefined && (await this.replay(sub, resumeFrom))) return sub;
+      if (sub.ended) return sub; // unsubscribed or disconnected meanwhile
       if (resumeFrom !== undefined) emit(sink, 'resync_required', { subscriptionId: sub.id });
       if (query.includeInitialData) await this.snapshot(sub);
       else this.goLive(sub, this.feed.delivered);
@@ -200,6 +206,20 @@ export class SubscriptionsService implements OnModuleInit {
       throw new RealtimeError('internal', 'the subscription could not be started');
     }
     return sub;
+  }
+
+  /**
+   * The greatest seq from which every subscription of the connection could resume without
+   * missing a change: changes dispatched so far, less what a throttle window still holds or
+   * a registering subscription has not been brought up to (SSE `Last-Event-ID`).
+   */
+  safeResumePoint(sink: SubscriptionSink): number {
+    let safe = this.feed.delivered;
+    for (const sub of this.bySink.get(sink.id) ?? []) {
+      if (sub.pending) safe = Math.min(safe, sub.position);
+      if (sub.window) for (const p of sub.window.values()) safe = Math.min(safe, p.seq - 1);
+    }
+    return safe;
   }
 
   /** Ends one subscription at the client's request. */
@@ -283,6 +303,28 @@ export class SubscriptionsService implements OnModuleInit {
     this.metrics.subscriptions.dec();
   }
 
+  /** A documentId the primary key column cannot hold is a bad query, not a database error. */
+  private checkDocumentId(query: Query): void {
+    if (query.documentId === undefined) return;
+    const collection = this.registry.get(query.collection) as RegisteredCollection;
+    const column = collection.metadata.primaryColumns[0];
+    const uuid = column.generationStrategy === 'uuid' || column.type === 'uuid';
+    if (uuid && !UUID.test(query.documentId)) {
+      throw new RealtimeError('invalid_query', 'invalid query', [
+        { path: 'documentId', message: `must be a uuid (the primary key of ${query.collection})` },
+      ]);
+    }
+    const numeric = ['int', 'integer', 'bigint', 'smallint', Number].includes(column.type as never);
+    if (numeric && !/^-?\d{1,18}$/.test(query.documentId)) {
+      throw new RealtimeError('invalid_query', 'invalid query', [
+        {
+          path: 'documentId',
+          message: `must be an integer (the primary key of ${query.collection})`,
+        },
+      ]);
+    }
+  }
+
   private authorize(ability: AnyAbility, query: Query): void {
     if (!ability.can('read', query.collection)) {
       throw new RealtimeError('forbidden', `not permitted to read ${query.collection}`);
@@ -308,6 +350,9 @@ export class SubscriptionsService implements OnModuleInit {
       const oldest = await this.log.oldest();
       if (from < head && (oldest === null || from + 1 < oldest)) return null;
       const changes = await this.log.since(from, head, query.collection, query.documentId);
+      // retention may have run between the reads (PostgreSQL reads are not exclusive)
+      const still = await this.log.oldest();
+      if (from < head && (still === null || from + 1 < still)) return null;
       return { head, changes };
     });
     if (!read || sub.ended) return false;
