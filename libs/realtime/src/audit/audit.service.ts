@@ -103,6 +103,34 @@ export class AuditService implements OnModuleInit, OnApplicationShutdown {
     if (this.buffer.length >= this.maxBatch) void this.flush();
   }
 
+  /**
+   * After a batch failed: stores its entries one by one, so that one entry the database
+   * refuses (say, a NUL character in a token's `sub` on PostgreSQL) cannot hold back every
+   * later one. That entry is logged and dropped. Returns false when no entry could be
+   * stored (the database is down), and then stores nothing.
+   */
+  private async storeOneByOne(batch: AuditLog[]): Promise<boolean> {
+    let stored = 0;
+    const refused: { entry: AuditLog; error: Error }[] = [];
+    for (const entry of batch) {
+      try {
+        await this.transactions.exclusive(() => this.repo.insert(entry as never));
+        stored++;
+      } catch (e) {
+        refused.push({ entry, error: e as Error });
+        // the first three refused and none stored: the database is failing, not the entries
+        if (stored === 0 && refused.length === 3) return false;
+      }
+    }
+    if (stored === 0) return false;
+    for (const { entry, error } of refused) {
+      this.logger.error(
+        `audit entry refused by the database, dropped: ${error.message} ${JSON.stringify({ action: entry.action, userId: entry.userId, connectionId: entry.connectionId })}`,
+      );
+    }
+    return true;
+  }
+
   /** Writes every buffered entry; resolves when they are stored. */
   flush(): Promise<void> {
     this.flushing = this.flushing.then(async () => {
@@ -111,9 +139,12 @@ export class AuditService implements OnModuleInit, OnApplicationShutdown {
         try {
           await this.transactions.exclusive(() => this.repo.insert(batch as never));
         } catch (e) {
-          this.buffer.unshift(...batch);
-          this.logger.error(`audit flush failed, will retry: ${(e as Error).message}`);
-          return;
+          if (!(await this.storeOneByOne(batch))) {
+            // the database itself is failing: keep everything for the next flush
+            this.buffer.unshift(...batch);
+            this.logger.error(`audit flush failed, will retry: ${(e as Error).message}`);
+            return;
+          }
         }
       }
     });
