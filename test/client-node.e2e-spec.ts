@@ -1,0 +1,91 @@
+import { ChangeLogService } from '@app/realtime';
+import { createRealtimeClient, RealtimeClient } from '@app/client';
+import { EventSource } from 'eventsource';
+import WebSocket from 'ws';
+import { seedTask, startTestApp, TestApp, USERS } from './utils/app';
+import { waitFor } from './utils/wait';
+
+/**
+ * The client library in Node against the real app: token lifetime (in-band refresh, and
+ * 4001 then reconnect with a new token) and `resync_required` after the log moved on.
+ */
+describe('client library in Node: token lifetime and resync', () => {
+  let t: TestApp;
+  let client: RealtimeClient | undefined;
+  beforeAll(async () => (t = await startTestApp('sqlite', { CHANGE_LOG_MAX_ROWS: '5' })));
+  afterEach(() => client?.close());
+  afterAll(() => t?.close());
+
+  const make = (getToken: () => Promise<string> | string, refreshBeforeExpiryMs: number) =>
+    createRealtimeClient({
+      url: t.http,
+      getToken,
+      transport: 'websocket',
+      crossTab: false,
+      refreshBeforeExpiryMs,
+      reconnect: { initialDelayMs: 50, maxDelayMs: 200, factor: 2, jitter: 0 },
+      WebSocketImpl: WebSocket as never,
+      EventSourceImpl: EventSource as never,
+    });
+
+  it('refreshes a short-lived token in band before it expires: the connection stays, changes keep coming', async () => {
+    const task = await seedTask(t);
+    let issued = 0;
+    client = make(() => {
+      issued++;
+      return t.token(USERS.alice, { expiresInSeconds: 4 });
+    }, 3000);
+    const reconnects: number[] = [];
+    client.on('reconnecting', (d) => reconnects.push(d.closeCode ?? 0));
+    const live = client.subscribe({
+      collection: 'tasks',
+      documentId: task.id,
+      includeInitialData: true,
+    });
+    await waitFor(() => live.status === 'live', 'the query to go live');
+    await new Promise((r) => setTimeout(r, 5500)); // past the first token's exp
+    await t.api(USERS.alice, 'PATCH', `/api/tasks/${task.id}`, { title: 'after expiry' });
+    await waitFor(
+      () => live.documents[0]?.title === 'after expiry',
+      'the change after the first token expired',
+    );
+    expect(issued).toBeGreaterThanOrEqual(2);
+    expect(reconnects).toEqual([]);
+  });
+
+  it('on 4001 fetches a new token and resumes; past retention it resyncs to the server state', async () => {
+    const task = await seedTask(t);
+    let calls = 0;
+    let releaseSecond!: () => void;
+    const secondAsked = new Promise<void>((resolve) => (releaseSecond = resolve));
+    let asked!: () => void;
+    const secondRequested = new Promise<void>((resolve) => (asked = resolve));
+    client = make(async () => {
+      calls++;
+      if (calls === 1) return t.token(USERS.alice, { expiresInSeconds: 2 });
+      asked();
+      await secondAsked; // hold the reconnect while the log moves past retention
+      return t.token(USERS.alice, { expiresInSeconds: 600 });
+    }, 0);
+    const closeCodes: number[] = [];
+    client.on('state', (d) => void (d.closeCode !== undefined && closeCodes.push(d.closeCode)));
+    const statuses: string[] = [];
+    const live = client.subscribe(
+      { collection: 'tasks', documentId: task.id, includeInitialData: true },
+      { onStatus: (status) => void statuses.push(status) },
+    );
+    await waitFor(() => live.status === 'live', 'the query to go live');
+    await secondRequested; // the server closed 4001 at exp; the client asks for a new token
+    for (let i = 0; i < 10; i++)
+      await t.api(USERS.alice, 'PATCH', `/api/tasks/${task.id}`, { title: `gap ${i}` });
+    await t.app.get(ChangeLogService).prune();
+    releaseSecond();
+    await waitFor(() => live.documents[0]?.title === 'gap 9', 'the resynced document', 15_000);
+    expect(closeCodes).toContain(4001);
+    expect(statuses).toContain('resyncing');
+    const server = await t.api(USERS.alice, 'GET', `/api/tasks/${task.id}`);
+    expect(live.documents).toEqual([
+      expect.objectContaining({ title: 'gap 9', version: server.body.version }),
+    ]);
+  });
+});
