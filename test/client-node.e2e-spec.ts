@@ -1,4 +1,4 @@
-import { ChangeLogService } from '@app/realtime';
+import { ChangeLogService, ConnectionRegistry } from '@app/realtime';
 import { createRealtimeClient, RealtimeClient } from '@app/client';
 import { EventSource } from 'eventsource';
 import WebSocket from 'ws';
@@ -53,35 +53,44 @@ describe('client library in Node: token lifetime and resync', () => {
     expect(reconnects).toEqual([]);
   });
 
-  it('on 4001 fetches a new token and resumes; past retention it resyncs to the server state', async () => {
+  it('on a 4001 close it fetches a new token and resumes; past retention it resyncs to the server state', async () => {
     const task = await seedTask(t);
     let calls = 0;
-    let releaseSecond!: () => void;
-    const secondAsked = new Promise<void>((resolve) => (releaseSecond = resolve));
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
     let asked!: () => void;
-    const secondRequested = new Promise<void>((resolve) => (asked = resolve));
+    const reconnecting = new Promise<void>((resolve) => (asked = resolve));
     client = make(async () => {
       calls++;
-      if (calls === 1) return t.token(USERS.alice, { expiresInSeconds: 2 });
+      if (calls === 1) return t.token(USERS.alice);
       asked();
-      await secondAsked; // hold the reconnect while the log moves past retention
-      return t.token(USERS.alice, { expiresInSeconds: 600 });
-    }, 0);
-    const closeCodes: number[] = [];
-    client.on('state', (d) => void (d.closeCode !== undefined && closeCodes.push(d.closeCode)));
+      await released; // hold the reconnect while the log moves past retention
+      return t.token(USERS.alice);
+    }, 30_000);
+    let connectionId: string | undefined;
+    client.on('open', (d) => (connectionId = d.connectionId));
     const statuses: string[] = [];
     const live = client.subscribe(
       { collection: 'tasks', documentId: task.id, includeInitialData: true },
       { onStatus: (status) => void statuses.push(status) },
     );
-    await waitFor(() => live.status === 'live', 'the query to go live');
-    await secondRequested; // the server closed 4001 at exp; the client asks for a new token
-    for (let i = 0; i < 10; i++)
+    await waitFor(() => live.status === 'live' && connectionId, 'the query to go live');
+    // the server ends the connection as it does at a token's exp: error token_expired, close 4001
+    const registry = t.app.get(ConnectionRegistry);
+    const connection = registry.get(connectionId as string);
+    expect(connection).toBeDefined();
+    connection!.emitRaw(
+      'error',
+      JSON.stringify({ code: 'token_expired', message: 'the access token expired' }),
+    );
+    registry.drop(connection!, 4001, 'token expired', 'token_expired');
+    await reconnecting; // the client asks for a new token (the old one is never reused)
+    for (let i = 0; i < 10; i++) {
       await t.api(USERS.alice, 'PATCH', `/api/tasks/${task.id}`, { title: `gap ${i}` });
+    }
     await t.app.get(ChangeLogService).prune();
-    releaseSecond();
+    release();
     await waitFor(() => live.documents[0]?.title === 'gap 9', 'the resynced document', 15_000);
-    expect(closeCodes).toContain(4001);
     expect(statuses).toContain('resyncing');
     const server = await t.api(USERS.alice, 'GET', `/api/tasks/${task.id}`);
     expect(live.documents).toEqual([
