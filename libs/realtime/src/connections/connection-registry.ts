@@ -231,21 +231,11 @@ export class ConnectionRegistry
     const closing: Promise<void>[] = [];
     for (const connection of [...this.connections.values()]) {
       this.subscriptions.endAll(connection, 'server_shutdown');
-      closing.push(this.closed(connection));
+      closing.push(connection.closed());
       connection.close(1001, 'server shutting down');
       this.release(connection, 'server_shutdown');
     }
     await Promise.race([Promise.all(closing), new Promise((r) => setTimeout(r, 2000).unref())]);
     await this.audit.flush();
-  }
-
-  private closed(connection: Connection): Promise<void> {
-    const socket = (
-      connection as unknown as {
-        socket?: { readyState: number; once(e: string, f: () => void): void };
-      }
-    ).socket;
-    if (!socket || socket.readyState === 3) return Promise.resolve();
-    return new Promise((resolve) => socket.once('close', () => resolve()));
   }
 }

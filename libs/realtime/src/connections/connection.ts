@@ -30,6 +30,9 @@ export abstract class Connection implements SubscriptionSink {
   /** Sends a heartbeat; WebSocket: a ping frame, SSE: a `heartbeat` event. */
   abstract heartbeat(): void;
 
+  /** Resolves once the transport has finished closing (the peer answered, or it is gone). */
+  abstract closed(): Promise<void>;
+
   /** Unsent bytes queued for this connection. */
   abstract bufferedBytes(): number;
 }

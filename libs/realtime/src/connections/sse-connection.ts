@@ -80,6 +80,11 @@ export class SseConnection extends Connection {
     this.res.destroy();
   }
 
+  /** An SSE stream is closed once `end()` was called: nothing to wait for. */
+  closed(): Promise<void> {
+    return Promise.resolve();
+  }
+
   heartbeat(): void {
     this.emitRaw('heartbeat', `{"timestamp":"${new Date().toISOString()}"}`);
   }

@@ -96,6 +96,11 @@ export class WsConnection extends Connection {
     this.socket.terminate();
   }
 
+  closed(): Promise<void> {
+    if (this.socket.readyState === 3) return Promise.resolve();
+    return new Promise((resolve) => this.socket.once('close', () => resolve()));
+  }
+
   heartbeat(): void {
     this.socket.ping();
   }

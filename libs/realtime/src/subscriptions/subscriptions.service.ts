@@ -51,10 +51,16 @@ function coalesce(first: ChangeEvent, next: ChangeEvent): ChangeEvent | null {
   return next;
 }
 
+/** The distinct top-level fields the filters read. */
+function filterFields(query: Query): string[] {
+  const fields = new Set<string>();
+  for (const f of query.filters) if (f.type !== 'custom') fields.add(f.field.split('.')[0]);
+  return [...fields];
+}
+
 /** The top-level fields a query reads: filters and fieldPath. */
 function referencedFields(query: Query): string[] {
-  const fields: string[] = [];
-  for (const f of query.filters) if (f.type !== 'custom') fields.push(f.field.split('.')[0]);
+  const fields = filterFields(query);
   if (query.fieldPath) fields.push(query.fieldPath.split('.')[0]);
   return fields;
 }
@@ -173,7 +179,7 @@ export class SubscriptionsService implements OnModuleInit {
     });
     const sub = new Subscription(randomUUID(), query, sink, predicate);
     sub.readKey = readRulesKey(sink.ability, query.collection);
-    sub.filterFields = [...new Set(referencedFields({ ...query, fieldPath: undefined }))];
+    sub.filterFields = filterFields(query);
     (this.bySink.get(sink.id) as Subscription[]).push(sub);
     this.index.add(sub);
     this.metrics.subscriptions.inc();
@@ -485,10 +491,10 @@ export class SubscriptionsService implements OnModuleInit {
     sub: Subscription,
     view: AbilityView,
     change: ChangeRecord,
+    collection: RegisteredCollection,
     image: 'before' | 'after',
   ): boolean {
     if (sub.filterFields.length === 0) return true;
-    const collection = this.registry.get(change.collection) as RegisteredCollection;
     let readable = image === 'before' ? view.beforeFields : view.afterFields;
     if (!readable) {
       readable = new Set(
@@ -542,11 +548,11 @@ export class SubscriptionsService implements OnModuleInit {
     }
     const inBefore =
       view.readBefore &&
-      this.mayFilter(sub, view, change, 'before') &&
+      this.mayFilter(sub, view, change, collection, 'before') &&
       sub.predicate(change.before as Doc);
     const inAfter =
       view.readAfter &&
-      this.mayFilter(sub, view, change, 'after') &&
+      this.mayFilter(sub, view, change, collection, 'after') &&
       sub.predicate(change.after as Doc);
     let event: ChangeEvent;
     if (inAfter) event = inBefore ? 'modified' : 'added';
