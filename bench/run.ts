@@ -17,7 +17,7 @@ import * as ts from 'typescript';
 import { changePayload, nowUs, sleep } from './lib/common';
 import { Loadgen } from './lib/loadgen-client';
 import { cpuMs, fdLimit, gitCommit, machineCpuMs, machineInfo } from './lib/proc';
-import { runToCompletion, WANTED_FD_LIMIT } from './lib/process';
+import { openConnections, runToCompletion, WANTED_FD_LIMIT } from './lib/process';
 import {
   connectTable,
   fanoutTable,
@@ -233,6 +233,8 @@ async function runScenario(
   intervalMs: number,
 ): Promise<ScenarioResult> {
   await lg.arm(seqBase, changes);
+  // one open connection per change sent at once, as a publisher with a warm pool has them
+  await openConnections(rt.base, intervalMs > 0 ? 1 : changes);
   const errors: string[] = [];
   // CPU of the server, of the load generator, of this process and of the whole machine
   // over the same window: what is left is other processes (background load on a shared box).

@@ -94,6 +94,16 @@ export function freePort(): Promise<number> {
 
 const agent = new Agent({ keepAlive: true, maxSockets: 64 });
 
+/**
+ * Leaves `count` idle keep-alive connections to `base` in the agent, so that `count`
+ * requests sent at once leave at once. Without it, a burst opens new connections, and a
+ * Node server accepts one connection per event-loop turn (libuv): behind a fan-out that
+ * holds the loop for tens of ms, the burst's requests would reach the server one by one.
+ */
+export async function openConnections(base: string, count: number): Promise<void> {
+  await Promise.all(Array.from({ length: count }, () => http('GET', `${base}/health`)));
+}
+
 export interface HttpResponse {
   status: number;
   body: string;

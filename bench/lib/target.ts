@@ -25,6 +25,8 @@ export interface MemorySample {
 export interface RunningTarget {
   /** The server's pid: its CPU time (and that of its descendants) is what gets measured. */
   readonly pid: number;
+  /** Where the publisher sends its requests (`http://127.0.0.1:<port>`). */
+  readonly base: string;
   readonly client: ClientSpec;
   /** Things the report should say about this run (how it was started, what was skipped). */
   readonly notes: string[];
@@ -82,6 +84,7 @@ export async function startNodeProgram(
   }
   return {
     pid: proc.pid,
+    base,
     client: client(port),
     notes: [],
     prepare: async () => undefined,

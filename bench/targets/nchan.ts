@@ -109,6 +109,7 @@ export const nchanTarget: Target = {
     }
     return {
       pid: proc.pid,
+      base,
       client: { kind: 'raw', url: `ws://127.0.0.1:${port}/sub` },
       notes: ['no authentication, no subscribe message (the URL names the channel)'],
       prepare: async () => undefined,

@@ -247,6 +247,7 @@ export const oursTarget: Target = {
 
     return {
       pid: proc.pid,
+      base,
       notes,
       client: {
         kind: 'protocol',
