@@ -12,6 +12,8 @@ export abstract class Connection implements SubscriptionSink {
   expiresAtSecond?: number;
   /** heartbeats sent without an answer (WebSocket pong) */
   missedPongs = 0;
+  /** frames the engine's current dispatch still owes this connection */
+  framesDue = 0;
 
   constructor(
     public principal: Principal,

@@ -5,7 +5,7 @@ import type { EmitOptions } from '../subscriptions/subscription-sink';
 import type { Socket } from 'node:net';
 import type { PreparedChange, Subscription } from '../subscriptions/subscription';
 import { Connection } from './connection';
-import { buildTextFrame, writeCorked } from './ws-frame';
+import { writeTextFrame } from './ws-frame';
 
 const SUFFIX = Buffer.from(']}}');
 const CONNECTION = Symbol('realtime.connection');
@@ -75,15 +75,16 @@ export class WsConnection extends Connection {
   }
 
   /** The fan-out fast path: frame the shared change bytes and write them to the socket. */
-  emitChanges(subscription: Subscription, changes: readonly PreparedChange[]): void {
+  emitChanges(subscription: Subscription, changes: readonly PreparedChange[], more = false): void {
     if (!this.open) return;
     const raw = (this.socket as unknown as { _socket?: Socket })._socket;
     if (this.socket.readyState !== 1 || !raw) return;
     const prefix = (subscription.wsPrefix ??= Buffer.from(
       `{"type":"data_change","data":{"subscriptionId":"${subscription.id}","changes":[`,
     ));
-    writeCorked(raw, buildTextFrame(prefix, changes, SUFFIX));
-    if (this.socket.bufferedAmount > this.maxBufferedBytes) this.owner.onOverflow(this);
+    writeTextFrame(raw, prefix, changes, SUFFIX, more);
+    if (raw.writableLength > 0 && this.socket.bufferedAmount > this.maxBufferedBytes)
+      this.owner.onOverflow(this);
   }
 
   close(code: number, reason: string): void {

@@ -1,20 +1,21 @@
+import { writeSync } from 'node:fs';
 import type { Socket } from 'node:net';
 
 /**
- * Writes server→client WebSocket text frames straight to the TCP socket, for the fan-out
- * hot path: one allocation per frame, and the socket corked until the end of the current
- * tick, so that everything written to one client in one dispatch leaves in one syscall.
- * Server frames are never masked, and permessage-deflate is off, so the frame is just a
- * header and the payload; `ws` itself writes synchronously, so frames never interleave.
+ * Server→client WebSocket text frames for the fan-out hot path, written straight to the
+ * TCP socket. Server frames are never masked and permessage-deflate is off, so a frame is
+ * just a header and the payload.
+ *
+ * A frame is built in a scratch buffer and handed to the kernel with one `write(2)` on the
+ * socket's file descriptor when nothing is queued on the socket: no Buffer, write request
+ * or callback per delivery, and the scratch buffer is reused as soon as the kernel has
+ * copied it. Whatever the kernel does not take at once (a full send buffer), and every frame
+ * of a socket that has data queued, goes through `socket.write`, so bytes stay in order
+ * with everything else written to the socket (`ws`'s own frames, pings, close).
  */
-const corked = new Set<Socket>();
-let uncorkScheduled = false;
 
-function uncorkAll(): void {
-  uncorkScheduled = false;
-  for (const socket of corked) socket.uncork();
-  corked.clear();
-}
+const SCRATCH_BYTES = 64 * 1024;
+let scratch = Buffer.allocUnsafe(SCRATCH_BYTES);
 
 /** Size of a text frame's header for a payload of `length` bytes. */
 function headerSize(length: number): number {
@@ -44,34 +45,142 @@ export interface EncodedJson {
   bytes?: Buffer;
 }
 
+function payloadLength(prefix: Buffer, parts: readonly EncodedJson[], suffix: Buffer): number {
+  let length = prefix.length + suffix.length + parts.length - 1;
+  for (const part of parts) length += (part.bytes ??= Buffer.from(part.json)).length;
+  return length;
+}
+
+/** Writes the frame at the start of `target` (large enough); returns its size. */
+function frameInto(
+  target: Buffer,
+  length: number,
+  prefix: Buffer,
+  parts: readonly EncodedJson[],
+  suffix: Buffer,
+): number {
+  let offset = writeHeader(target, length);
+  offset += prefix.copy(target, offset);
+  for (let i = 0; i < parts.length; i++) {
+    if (i > 0) target[offset++] = 0x2c; // ','
+    offset += (parts[i].bytes as Buffer).copy(target, offset);
+  }
+  return offset + suffix.copy(target, offset);
+}
+
 /** One text frame whose payload is `prefix`, the parts' JSON joined by commas, then `suffix`. */
 export function buildTextFrame(
   prefix: Buffer,
   parts: readonly EncodedJson[],
   suffix: Buffer,
 ): Buffer {
-  let length = prefix.length + suffix.length + parts.length - 1;
-  for (const part of parts) length += (part.bytes ??= Buffer.from(part.json)).length;
+  const length = payloadLength(prefix, parts, suffix);
   const frame = Buffer.allocUnsafe(headerSize(length) + length);
-  let offset = writeHeader(frame, length);
-  offset += prefix.copy(frame, offset);
-  for (let i = 0; i < parts.length; i++) {
-    if (i > 0) frame[offset++] = 0x2c; // ','
-    offset += (parts[i].bytes as Buffer).copy(frame, offset);
-  }
-  suffix.copy(frame, offset);
+  frameInto(frame, length, prefix, parts, suffix);
   return frame;
 }
 
-/** Writes a frame, corking the socket until the end of the tick. */
-export function writeCorked(socket: Socket, frame: Buffer): void {
-  if (!corked.has(socket)) {
-    socket.cork();
-    corked.add(socket);
-    if (!uncorkScheduled) {
-      uncorkScheduled = true;
-      process.nextTick(uncorkAll);
+/**
+ * The file descriptor to write to directly, or -1 when the bytes must go through the
+ * stream: something is queued (order), the socket is closing, encrypted (TLS writes
+ * through its own stream), or the platform has no descriptor (Windows).
+ */
+function directFd(socket: Socket): number {
+  if (
+    socket.writableLength !== 0 ||
+    !socket.writable ||
+    (socket as { encrypted?: boolean }).encrypted
+  )
+    return -1;
+  const fd = (socket as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : -1;
+}
+
+/**
+ * Hands `length` bytes of `data` to the kernel if the socket is idle, and queues what it
+ * did not take on the socket (copied, when `data` is the scratch buffer).
+ */
+function send(socket: Socket, data: Buffer, length: number, owned: boolean): void {
+  const fd = directFd(socket);
+  let written = 0;
+  if (fd >= 0) {
+    try {
+      written = writeSync(fd, data, 0, length);
+    } catch {
+      // EAGAIN: the send buffer is full; anything else (EPIPE, ECONNRESET): the stream
+      // write below meets the same error and closes the socket the usual way
+      written = 0;
     }
   }
-  socket.write(frame);
+  if (written >= length) return;
+  const rest = data.subarray(written, length);
+  socket.write(owned ? rest : Buffer.from(rest));
+}
+
+/** Frames queued on a socket until the last frame of the current dispatch. */
+const STAGED = Symbol('realtime.stagedFrames');
+type StagedSocket = Socket & { [STAGED]?: Buffer[] };
+const staged = new Set<StagedSocket>();
+let sweepScheduled = false;
+
+/** Writes frames a dispatch left staged (it ended without announcing its last frame). */
+function sweep(): void {
+  sweepScheduled = false;
+  for (const socket of staged) flushStaged(socket, null);
+  staged.clear();
+}
+
+function flushStaged(socket: StagedSocket, last: Buffer | null): void {
+  const frames = socket[STAGED] as Buffer[];
+  socket[STAGED] = undefined;
+  if (last) frames.push(last);
+  const all = frames.length === 1 ? frames[0] : Buffer.concat(frames);
+  send(socket, all, all.length, true);
+}
+
+/**
+ * Writes one text frame (`prefix`, the parts joined by commas, `suffix`) to the socket.
+ * With `more`, the caller has further frames for this socket in the same dispatch: they are
+ * collected and leave together with the last one, in one syscall (at the latest at the end
+ * of the tick).
+ */
+export function writeTextFrame(
+  socket: Socket,
+  prefix: Buffer,
+  parts: readonly EncodedJson[],
+  suffix: Buffer,
+  more: boolean,
+): void {
+  const s = socket as StagedSocket;
+  if (more || s[STAGED]) {
+    const frame = buildTextFrame(prefix, parts, suffix);
+    if (!s[STAGED]) {
+      s[STAGED] = [frame];
+      staged.add(s);
+      if (!sweepScheduled) {
+        sweepScheduled = true;
+        process.nextTick(sweep);
+      }
+    } else if (more) {
+      s[STAGED].push(frame);
+    } else {
+      staged.delete(s);
+      flushStaged(s, frame);
+    }
+    return;
+  }
+  const length = payloadLength(prefix, parts, suffix);
+  const size = headerSize(length) + length;
+  if (size > scratch.length) {
+    if (size > 16 * SCRATCH_BYTES) {
+      // rare giant frame: its own buffer, not a scratch buffer kept forever
+      const frame = Buffer.allocUnsafe(size);
+      frameInto(frame, length, prefix, parts, suffix);
+      send(socket, frame, size, true);
+      return;
+    }
+    scratch = Buffer.allocUnsafe(size);
+  }
+  frameInto(scratch, length, prefix, parts, suffix);
+  send(socket, scratch, size, false);
 }

@@ -27,8 +27,15 @@ export interface SubscriptionSink {
   /**
    * Optional fast path for `data_change`: the changes arrive serialized (and shared with
    * other subscribers); a transport may frame them without building the message string.
+   * `more`: this sink gets further frames in the same dispatch (they may leave together).
    */
-  emitChanges?(subscription: Subscription, changes: readonly PreparedChange[]): void;
+  emitChanges?(
+    subscription: Subscription,
+    changes: readonly PreparedChange[],
+    more?: boolean,
+  ): void;
+  /** frames the current dispatch still owes this sink (kept by the engine) */
+  framesDue?: number;
 }
 
 /** Sends a `data_change` of already serialized changes, by the sink's fast path if it has one. */
@@ -36,8 +43,9 @@ export function emitChanges(
   sink: SubscriptionSink,
   subscription: Subscription,
   changes: readonly PreparedChange[],
+  more = false,
 ): void {
-  if (sink.emitChanges) return sink.emitChanges(subscription, changes);
+  if (sink.emitChanges) return sink.emitChanges(subscription, changes, more);
   let body = `{"subscriptionId":"${subscription.id}","changes":[${changes[0].json}`;
   for (let i = 1; i < changes.length; i++) body += ',' + changes[i].json;
   sink.emitRaw('data_change', body + ']}', { eventId: String(changes[changes.length - 1].seq) });

@@ -472,11 +472,19 @@ export class SubscriptionsService implements OnModuleInit {
         if (sub.outbox === null) {
           sub.outbox = [];
           touched.push(sub);
+          sub.sink.framesDue = (sub.sink.framesDue ?? 0) + 1;
         }
         sub.outbox.push(prepared);
       });
     }
-    for (const sub of touched) delivered += this.flush(sub);
+    let flushed = false;
+    try {
+      // a sink told that more frames follow lets them leave together, in one write
+      for (const sub of touched) delivered += this.flush(sub, --(sub.sink.framesDue as number) > 0);
+      flushed = true;
+    } finally {
+      if (!flushed) for (const sub of touched) sub.sink.framesDue = 0;
+    }
     if (delivered) this.metrics.deliveries.inc(delivered);
     const committedAt = changes[changes.length - 1]?.committedAt;
     if (committedAt && touched.length)
@@ -644,17 +652,21 @@ export class SubscriptionsService implements OnModuleInit {
     if (delivered) this.metrics.deliveries.inc(delivered);
   }
 
-  /** Frames the outbox as data_change messages of at most batchSize changes. */
-  private flush(sub: Subscription): number {
+  /**
+   * Frames the outbox as data_change messages of at most batchSize changes; `more`: the
+   * sink gets further frames in this dispatch.
+   */
+  private flush(sub: Subscription, more = false): number {
     const out = sub.outbox;
     sub.outbox = null;
     if (!out || out.length === 0 || sub.ended || !sub.sink.open) return 0;
     const size = sub.query.batchSize;
     if (out.length <= size) {
-      emitChanges(sub.sink, sub, out);
+      emitChanges(sub.sink, sub, out, more);
       return out.length;
     }
-    for (let i = 0; i < out.length; i += size) emitChanges(sub.sink, sub, out.slice(i, i + size));
+    for (let i = 0; i < out.length; i += size)
+      emitChanges(sub.sink, sub, out.slice(i, i + size), more || i + size < out.length);
     return out.length;
   }
 }

@@ -1,0 +1,122 @@
+import { once } from 'node:events';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { writeTextFrame, type EncodedJson } from './ws-frame';
+
+/** The complete WebSocket text frames (unmasked, as a server sends them) at the start of `bytes`. */
+function parseFrames(bytes: Buffer): string[] {
+  const out: string[] = [];
+  let at = 0;
+  while (at + 2 <= bytes.length) {
+    if (bytes[at] !== 0x81) throw new Error(`not a final text frame at byte ${at}: ${bytes[at]}`);
+    let length = bytes[at + 1];
+    let offset = at + 2;
+    if (length === 126) {
+      if (offset + 2 > bytes.length) break;
+      length = bytes.readUInt16BE(offset);
+      offset += 2;
+    } else if (length === 127) {
+      if (offset + 8 > bytes.length) break;
+      length = bytes.readUInt32BE(offset) * 2 ** 32 + bytes.readUInt32BE(offset + 4);
+      offset += 8;
+    }
+    if (offset + length > bytes.length) break;
+    out.push(bytes.subarray(offset, offset + length).toString('utf8'));
+    at = offset + length;
+  }
+  return out;
+}
+
+const PREFIX = Buffer.from('{"changes":[');
+const SUFFIX = Buffer.from(']}');
+const part = (text: string): EncodedJson => ({ json: JSON.stringify(text) });
+
+/** A connected pair of real TCP sockets on loopback. */
+async function socketPair(): Promise<{ server: Server; writer: Socket; reader: Socket }> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as { port: number };
+  const accepted = once(server, 'connection') as Promise<[Socket]>;
+  const reader = connect(port, '127.0.0.1');
+  await once(reader, 'connect');
+  const [writer] = await accepted;
+  return { server, writer, reader };
+}
+
+describe('writeTextFrame on a real TCP socket', () => {
+  let server: Server;
+  let writer: Socket;
+  let reader: Socket;
+
+  beforeEach(async () => {
+    ({ server, writer, reader } = await socketPair());
+  });
+  afterEach(async () => {
+    writer.destroy();
+    reader.destroy();
+    server.close();
+    await once(server, 'close');
+  });
+
+  async function readAll(expectedFrames: number): Promise<string[]> {
+    const chunks: Buffer[] = [];
+    reader.on('data', (c: Buffer) => chunks.push(c));
+    reader.resume();
+    for (let i = 0; i < 500; i++) {
+      const frames = parseFrames(Buffer.concat(chunks));
+      if (frames.length >= expectedFrames) return frames;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    throw new Error(`fewer than ${expectedFrames} frames arrived`);
+  }
+
+  it('keeps every frame whole and in order when the peer stops reading (kernel buffer full)', async () => {
+    reader.pause();
+    const sent: string[] = [];
+    // well past the loopback send + receive buffers, with sizes across every header form
+    for (let i = 0; i < 3000; i++) {
+      const size = i === 1234 ? 1_100_000 : i % 50 === 0 ? 70_000 : (i * 37) % 900;
+      const text = `${i}:` + 'x'.repeat(size);
+      writeTextFrame(writer, PREFIX, [part(text)], SUFFIX, false);
+      sent.push(`{"changes":[${JSON.stringify(text)}]}`);
+      // the socket's own writes (ws's pings, close) interleave and must stay in order
+      if (i % 500 === 0) {
+        writer.write(Buffer.from([0x81, 5, ...Buffer.from('"own"')]));
+        sent.push('"own"');
+      }
+    }
+    expect(writer.writableLength).toBeGreaterThan(0); // the stream really took over
+    const got = await readAll(sent.length);
+    expect(got.length).toBe(sent.length);
+    for (let i = 0; i < sent.length; i++) expect(got[i]).toBe(sent[i]);
+  });
+
+  it('lets frames announced with `more` leave together, in order, with the last one', async () => {
+    writeTextFrame(writer, PREFIX, [part('a')], SUFFIX, true);
+    writeTextFrame(writer, PREFIX, [part('b'), part('c')], SUFFIX, true);
+    writeTextFrame(writer, PREFIX, [part('d')], SUFFIX, false);
+    writeTextFrame(writer, PREFIX, [part('e')], SUFFIX, false);
+    expect(await readAll(4)).toEqual([
+      '{"changes":["a"]}',
+      '{"changes":["b","c"]}',
+      '{"changes":["d"]}',
+      '{"changes":["e"]}',
+    ]);
+  });
+
+  it('still sends frames staged by a dispatch that never announced its last one', async () => {
+    writeTextFrame(writer, PREFIX, [part('a')], SUFFIX, true);
+    writeTextFrame(writer, PREFIX, [part('b')], SUFFIX, true);
+    expect(await readAll(2)).toEqual(['{"changes":["a"]}', '{"changes":["b"]}']);
+  });
+
+  it('does not throw when the peer is gone; the socket reports the error the usual way', async () => {
+    const errored = once(writer, 'close');
+    writer.on('error', () => undefined);
+    reader.destroy();
+    await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 5; i++) writeTextFrame(writer, PREFIX, [part('gone')], SUFFIX, false);
+    await errored;
+    expect(writer.destroyed).toBe(true);
+  });
+});
