@@ -80,27 +80,35 @@ export function buildTextFrame(
   return frame;
 }
 
+const FD = Symbol('realtime.fd');
+type TcpSocket = Socket & {
+  _handle?: { fd?: number } | null;
+  encrypted?: boolean;
+  [FD]?: number;
+};
+
 /**
  * The file descriptor to write to directly, or -1 when the bytes must go through the
- * stream: something is queued (order), the socket is closing, encrypted (TLS writes
- * through its own stream), or the platform has no descriptor (Windows).
+ * stream: something is queued (order), the socket is closing or closed (its handle is gone
+ * as soon as the descriptor is closed, so a cached number is never used after that),
+ * encrypted (TLS writes through its own stream), or the platform has no descriptor
+ * (Windows).
  */
-function directFd(socket: Socket): number {
-  if (
-    socket.writableLength !== 0 ||
-    !socket.writable ||
-    (socket as { encrypted?: boolean }).encrypted
-  )
-    return -1;
-  const fd = (socket as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
-  return typeof fd === 'number' && fd >= 0 ? fd : -1;
+function directFd(socket: TcpSocket): number {
+  if (socket.writableLength !== 0 || !socket._handle || !socket.writable) return -1;
+  let fd = socket[FD];
+  if (fd === undefined) {
+    const own = socket.encrypted ? undefined : socket._handle.fd;
+    fd = socket[FD] = typeof own === 'number' && own >= 0 ? own : -1;
+  }
+  return fd;
 }
 
 /**
  * Hands `length` bytes of `data` to the kernel if the socket is idle, and queues what it
  * did not take on the socket (copied, when `data` is the scratch buffer).
  */
-function send(socket: Socket, data: Buffer, length: number, owned: boolean): void {
+function send(socket: TcpSocket, data: Buffer, length: number, owned: boolean): void {
   const fd = directFd(socket);
   let written = 0;
   if (fd >= 0) {
