@@ -5,7 +5,7 @@ import type { EmitOptions } from '../subscriptions/subscription-sink';
 import type { Socket } from 'node:net';
 import type { PreparedChange, Subscription } from '../subscriptions/subscription';
 import { Connection } from './connection';
-import { writeTextFrame } from './ws-frame';
+import { FrameSocket, writeTextFrame } from './ws-frame';
 
 const SUFFIX = Buffer.from(']}}');
 const CONNECTION = Symbol('realtime.connection');
@@ -41,6 +41,8 @@ export class WsConnection extends Connection {
   lastRefill = Date.now();
   /** rate-limited messages in a row */
   strikes = 0;
+  /** the TCP socket under the WebSocket, for the fan-out fast path (on first use) */
+  private frames: FrameSocket | null = null;
 
   constructor(
     readonly socket: WebSocket,
@@ -76,14 +78,18 @@ export class WsConnection extends Connection {
 
   /** The fan-out fast path: frame the shared change bytes and write them to the socket. */
   emitChanges(subscription: Subscription, changes: readonly PreparedChange[], more = false): void {
-    if (!this.open) return;
-    const raw = (this.socket as unknown as { _socket?: Socket })._socket;
-    if (this.socket.readyState !== 1 || !raw) return;
+    if (!this.open || this.socket.readyState !== 1) return;
+    let target = this.frames;
+    if (target === null) {
+      const raw = (this.socket as unknown as { _socket?: Socket })._socket;
+      if (!raw) return;
+      target = this.frames = new FrameSocket(raw);
+    }
     const prefix = (subscription.wsPrefix ??= Buffer.from(
       `{"type":"data_change","data":{"subscriptionId":"${subscription.id}","changes":[`,
     ));
-    writeTextFrame(raw, prefix, changes, SUFFIX, more);
-    if (raw.writableLength > 0 && this.socket.bufferedAmount > this.maxBufferedBytes)
+    writeTextFrame(target, prefix, changes, SUFFIX, more);
+    if (target.socket.writableLength > 0 && this.socket.bufferedAmount > this.maxBufferedBytes)
       this.owner.onOverflow(this);
   }
 

@@ -1,6 +1,6 @@
 import { once } from 'node:events';
 import { createServer, connect, type Server, type Socket } from 'node:net';
-import { writeTextFrame, type EncodedJson } from './ws-frame';
+import { FrameSocket, writeTextFrame, type EncodedJson } from './ws-frame';
 
 /** The complete WebSocket text frames (unmasked, as a server sends them) at the start of `bytes`. */
 function parseFrames(bytes: Buffer): string[] {
@@ -48,8 +48,11 @@ describe('writeTextFrame on a real TCP socket', () => {
   let writer: Socket;
   let reader: Socket;
 
+  let target: FrameSocket;
+
   beforeEach(async () => {
     ({ server, writer, reader } = await socketPair());
+    target = new FrameSocket(writer);
   });
   afterEach(async () => {
     writer.destroy();
@@ -77,7 +80,7 @@ describe('writeTextFrame on a real TCP socket', () => {
     for (let i = 0; i < 3000; i++) {
       const size = i === 1234 ? 1_100_000 : i % 50 === 0 ? 70_000 : (i * 37) % 900;
       const text = `${i}:` + 'x'.repeat(size);
-      writeTextFrame(writer, PREFIX, [part(text)], SUFFIX, false);
+      writeTextFrame(target, PREFIX, [part(text)], SUFFIX, false);
       sent.push(`{"changes":[${JSON.stringify(text)}]}`);
       // the socket's own writes (ws's pings, close) interleave and must stay in order
       if (i % 500 === 0) {
@@ -92,10 +95,10 @@ describe('writeTextFrame on a real TCP socket', () => {
   });
 
   it('lets frames announced with `more` leave together, in order, with the last one', async () => {
-    writeTextFrame(writer, PREFIX, [part('a')], SUFFIX, true);
-    writeTextFrame(writer, PREFIX, [part('b'), part('c')], SUFFIX, true);
-    writeTextFrame(writer, PREFIX, [part('d')], SUFFIX, false);
-    writeTextFrame(writer, PREFIX, [part('e')], SUFFIX, false);
+    writeTextFrame(target, PREFIX, [part('a')], SUFFIX, true);
+    writeTextFrame(target, PREFIX, [part('b'), part('c')], SUFFIX, true);
+    writeTextFrame(target, PREFIX, [part('d')], SUFFIX, false);
+    writeTextFrame(target, PREFIX, [part('e')], SUFFIX, false);
     expect(await readAll(4)).toEqual([
       '{"changes":["a"]}',
       '{"changes":["b","c"]}',
@@ -105,8 +108,8 @@ describe('writeTextFrame on a real TCP socket', () => {
   });
 
   it('still sends frames staged by a dispatch that never announced its last one', async () => {
-    writeTextFrame(writer, PREFIX, [part('a')], SUFFIX, true);
-    writeTextFrame(writer, PREFIX, [part('b')], SUFFIX, true);
+    writeTextFrame(target, PREFIX, [part('a')], SUFFIX, true);
+    writeTextFrame(target, PREFIX, [part('b')], SUFFIX, true);
     expect(await readAll(2)).toEqual(['{"changes":["a"]}', '{"changes":["b"]}']);
   });
 
@@ -115,7 +118,7 @@ describe('writeTextFrame on a real TCP socket', () => {
     writer.on('error', () => undefined);
     reader.destroy();
     await new Promise((r) => setTimeout(r, 50));
-    for (let i = 0; i < 5; i++) writeTextFrame(writer, PREFIX, [part('gone')], SUFFIX, false);
+    for (let i = 0; i < 5; i++) writeTextFrame(target, PREFIX, [part('gone')], SUFFIX, false);
     await errored;
     expect(writer.destroyed).toBe(true);
   });

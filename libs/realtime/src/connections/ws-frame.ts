@@ -80,36 +80,44 @@ export function buildTextFrame(
   return frame;
 }
 
-const FD = Symbol('realtime.fd');
-type TcpSocket = Socket & {
-  _handle?: { fd?: number } | null;
-  encrypted?: boolean;
-  [FD]?: number;
-};
+type TcpSocket = Socket & { _handle?: { fd?: number } | null; encrypted?: boolean };
 
 /**
- * The file descriptor to write to directly, or -1 when the bytes must go through the
- * stream: something is queued (order), the socket is closing or closed (its handle is gone
- * as soon as the descriptor is closed, so a cached number is never used after that),
- * encrypted (TLS writes through its own stream), or the platform has no descriptor
- * (Windows).
+ * A TCP socket that frames are written to, with what the hot path needs to know about it
+ * kept in one small object of one shape (rather than properties added to the socket).
  */
-function directFd(socket: TcpSocket): number {
-  if (socket.writableLength !== 0 || !socket._handle || !socket.writable) return -1;
-  let fd = socket[FD];
-  if (fd === undefined) {
-    const own = socket.encrypted ? undefined : socket._handle.fd;
-    fd = socket[FD] = typeof own === 'number' && own >= 0 ? own : -1;
+export class FrameSocket {
+  /** the descriptor, once read: -1 when there is none to write to (TLS, Windows) */
+  private fd: number | undefined = undefined;
+  /** frames held until the last frame of the current dispatch */
+  staged: Buffer[] | null = null;
+
+  constructor(readonly socket: Socket) {}
+
+  /**
+   * The file descriptor to write to directly, or -1 when the bytes must go through the
+   * stream: something is queued (order), the socket is closing or closed (its handle is
+   * gone as soon as the descriptor is closed, so the remembered number is never used after
+   * that), encrypted (TLS writes through its own stream), or the platform has no
+   * descriptor (Windows).
+   */
+  directFd(): number {
+    const socket = this.socket as TcpSocket;
+    if (socket.writableLength !== 0 || !socket._handle || !socket.writable) return -1;
+    if (this.fd === undefined) {
+      const fd = socket.encrypted ? undefined : socket._handle.fd;
+      this.fd = typeof fd === 'number' && fd >= 0 ? fd : -1;
+    }
+    return this.fd;
   }
-  return fd;
 }
 
 /**
  * Hands `length` bytes of `data` to the kernel if the socket is idle, and queues what it
  * did not take on the socket (copied, when `data` is the scratch buffer).
  */
-function send(socket: TcpSocket, data: Buffer, length: number, owned: boolean): void {
-  const fd = directFd(socket);
+function send(target: FrameSocket, data: Buffer, length: number, owned: boolean): void {
+  const fd = target.directFd();
   let written = 0;
   if (fd >= 0) {
     try {
@@ -122,28 +130,25 @@ function send(socket: TcpSocket, data: Buffer, length: number, owned: boolean): 
   }
   if (written >= length) return;
   const rest = data.subarray(written, length);
-  socket.write(owned ? rest : Buffer.from(rest));
+  target.socket.write(owned ? rest : Buffer.from(rest));
 }
 
-/** Frames queued on a socket until the last frame of the current dispatch. */
-const STAGED = Symbol('realtime.stagedFrames');
-type StagedSocket = Socket & { [STAGED]?: Buffer[] };
-const staged = new Set<StagedSocket>();
+const staged = new Set<FrameSocket>();
 let sweepScheduled = false;
 
 /** Writes frames a dispatch left staged (it ended without announcing its last frame). */
 function sweep(): void {
   sweepScheduled = false;
-  for (const socket of staged) flushStaged(socket, null);
+  for (const target of staged) flushStaged(target, null);
   staged.clear();
 }
 
-function flushStaged(socket: StagedSocket, last: Buffer | null): void {
-  const frames = socket[STAGED] as Buffer[];
-  socket[STAGED] = undefined;
+function flushStaged(target: FrameSocket, last: Buffer | null): void {
+  const frames = target.staged as Buffer[];
+  target.staged = null;
   if (last) frames.push(last);
   const all = frames.length === 1 ? frames[0] : Buffer.concat(frames);
-  send(socket, all, all.length, true);
+  send(target, all, all.length, true);
 }
 
 /**
@@ -153,27 +158,26 @@ function flushStaged(socket: StagedSocket, last: Buffer | null): void {
  * of the tick).
  */
 export function writeTextFrame(
-  socket: Socket,
+  target: FrameSocket,
   prefix: Buffer,
   parts: readonly EncodedJson[],
   suffix: Buffer,
   more: boolean,
 ): void {
-  const s = socket as StagedSocket;
-  if (more || s[STAGED]) {
+  if (more || target.staged !== null) {
     const frame = buildTextFrame(prefix, parts, suffix);
-    if (!s[STAGED]) {
-      s[STAGED] = [frame];
-      staged.add(s);
+    if (target.staged === null) {
+      target.staged = [frame];
+      staged.add(target);
       if (!sweepScheduled) {
         sweepScheduled = true;
         process.nextTick(sweep);
       }
     } else if (more) {
-      s[STAGED].push(frame);
+      target.staged.push(frame);
     } else {
-      staged.delete(s);
-      flushStaged(s, frame);
+      staged.delete(target);
+      flushStaged(target, frame);
     }
     return;
   }
@@ -184,11 +188,11 @@ export function writeTextFrame(
       // rare giant frame: its own buffer, not a scratch buffer kept forever
       const frame = Buffer.allocUnsafe(size);
       frameInto(frame, length, prefix, parts, suffix);
-      send(socket, frame, size, true);
+      send(target, frame, size, true);
       return;
     }
     scratch = Buffer.allocUnsafe(size);
   }
   frameInto(scratch, length, prefix, parts, suffix);
-  send(socket, scratch, size, false);
+  send(target, scratch, size, false);
 }

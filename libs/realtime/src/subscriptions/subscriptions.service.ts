@@ -554,13 +554,14 @@ export class SubscriptionsService implements OnModuleInit {
       view = this.view(sub.sink.ability, change, collection);
       views.set(sub.readKey, view);
     }
+    const unfiltered = sub.filterFields.length === 0;
     const inBefore =
       view.readBefore &&
-      this.mayFilter(sub, view, change, collection, 'before') &&
+      (unfiltered || this.mayFilter(sub, view, change, collection, 'before')) &&
       sub.predicate(change.before as Doc);
     const inAfter =
       view.readAfter &&
-      this.mayFilter(sub, view, change, collection, 'after') &&
+      (unfiltered || this.mayFilter(sub, view, change, collection, 'after')) &&
       sub.predicate(change.after as Doc);
     let event: ChangeEvent;
     if (inAfter) event = inBefore ? 'modified' : 'added';
