@@ -1,4 +1,4 @@
-import { DataSource } from 'typeorm';
+import { DataSource, EntityManager, SaveOptions } from 'typeorm';
 import { ChangeCaptureBypassError, TransactionRunner } from '@app/realtime';
 import { Task } from '../src/tasks/task.entity';
 import { describeEachDb, seedTask, startTestApp, TestApp, USERS } from './utils/app';
@@ -64,6 +64,48 @@ describeEachDb('change capture refuses bypassing writes', (db) => {
     });
     await c.request('ping');
     expect(c.changes(sub)).toHaveLength(1);
+    c.close();
+  });
+
+  it('records the actor the writer names, and { manager } joins the open transaction', async () => {
+    const task = await seedTask(t, { title: 't0' });
+    const c = await WsClient.open(t.ws, t.token(USERS.alice));
+    const sub = await c.subscribe({
+      collection: 'tasks',
+      documentId: task.id,
+      includeMetadata: true,
+    });
+    const runner = t.app.get(TransactionRunner);
+    const edit = async (m: EntityManager, title: string, options?: SaveOptions) => {
+      const repo = m.getRepository(Task);
+      const row = await repo.findOneByOrFail({ id: task.id });
+      row.title = title;
+      await repo.save(row, options);
+    };
+    await runner.transaction((m) => edit(m, 't1'), { actor: 'carol' });
+    await runner.transaction((m) => edit(m, 't2', { data: { actorId: 'dave' } }), {
+      actor: 'carol',
+    });
+    await runner.transaction((m) => edit(m, 't3'));
+    await runner.transaction(
+      async (m) => {
+        // code that opens its own transaction, called inside this one, joins it: on SQLite
+        // it would otherwise wait for this one forever
+        await runner.transaction((inner) => edit(inner, 't4'), { manager: m });
+        await c.request('ping');
+        expect(c.changes(sub)).toHaveLength(3); // nothing of this transaction before COMMIT
+        await edit(m, 't5');
+      },
+      { actor: USERS.erin.sub },
+    );
+    const changes = await c.waitChanges(sub, 5);
+    expect(changes.map((x) => [x.document.title, x.metadata.actorId])).toEqual([
+      ['t1', 'carol'],
+      ['t2', 'dave'],
+      ['t3', null],
+      ['t4', 'erin'],
+      ['t5', 'erin'],
+    ]);
     c.close();
   });
 });

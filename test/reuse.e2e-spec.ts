@@ -66,4 +66,17 @@ describe('reuse: a notes app with its own entity and rules', () => {
     ann.close();
     ben.close();
   });
+
+  it("with requestContext on, records the request's user as actor of writes that name none", async () => {
+    const ann = await WsClient.open(base.replace('http', 'ws') + '/realtime/ws', token('ann'));
+    const sub = await ann.subscribe({ collection: 'notes', includeMetadata: true });
+    const note = await post('ann', '/notes', { text: 'by ann', shared: true });
+    await post('ben', `/notes/${note.id}`, { text: 'edited by ben' }, 'PATCH');
+    const changes = await ann.waitChanges(sub, 2);
+    expect(changes.map((c) => [c.event, c.metadata.actorId])).toEqual([
+      ['added', 'ann'],
+      ['modified', 'ben'],
+    ]);
+    ann.close();
+  });
 });

@@ -60,24 +60,26 @@ export function documentController(
         'Update; `version` in the body or If-Match; 409 with the current document when stale',
     })
     update(
+      @CurrentPrincipal() principal: Principal,
       @CurrentAbility() ability: AnyAbility,
       @Param('id') id: string,
       @Body() body: unknown,
       @Headers('if-match') ifMatch?: string,
     ) {
-      return this.documents.update(ability, id, body, ifMatch);
+      return this.documents.update(principal, ability, id, body, ifMatch);
     }
 
     @Delete(':id')
     @HttpCode(204)
     @ApiOperation({ summary: 'Delete; `version` in the body or If-Match; 409 when stale' })
     async remove(
+      @CurrentPrincipal() principal: Principal,
       @CurrentAbility() ability: AnyAbility,
       @Param('id') id: string,
       @Body() body: unknown,
       @Headers('if-match') ifMatch?: string,
     ): Promise<void> {
-      await this.documents.remove(ability, id, parseDeleteBody(body), ifMatch);
+      await this.documents.remove(principal, ability, id, parseDeleteBody(body), ifMatch);
     }
   }
   return DocumentController;

@@ -159,44 +159,55 @@ export class DocumentService<T extends ObjectLiteral & { id: string; version: nu
       throw new ForbiddenError(`not permitted to create this ${this.config.collection} document`);
     }
     await this.config.validateReferences?.(values, this.repo);
-    const saved = await this.transactions.transaction((manager) =>
-      manager.getRepository<T>(this.repo.target).save(this.repo.create(values as T)),
+    const saved = await this.transactions.transaction(
+      (manager) => manager.getRepository<T>(this.repo.target).save(this.repo.create(values as T)),
+      { actor: principal },
     );
     return this.present(ability, saved);
   }
 
-  async update(ability: AnyAbility, id: string, body: unknown, ifMatch?: string): Promise<Doc> {
+  async update(
+    principal: Principal,
+    ability: AnyAbility,
+    id: string,
+    body: unknown,
+    ifMatch?: string,
+  ): Promise<Doc> {
     const { version: bodyVersion, ...patch } = this.parse(this.config.patch, body);
     const version = expectedVersion(bodyVersion, ifMatch);
     const collection = this.config.collection;
-    const saved = await this.transactions.transaction(async (manager) => {
-      const repo = manager.getRepository<T>(this.repo.target);
-      const current = await this.findReadable(ability, id, repo, true);
-      const before = this.toDoc(current);
-      if (!canOnDoc(ability, 'update', collection, before)) {
-        throw new ForbiddenError(`not permitted to update ${collection} document ${id}`);
-      }
-      for (const field of Object.keys(patch)) {
-        if (!ability.can('update', subject(collection, before), field)) {
-          throw new ForbiddenError(`not permitted to update field ${field}`);
+    const saved = await this.transactions.transaction(
+      async (manager) => {
+        const repo = manager.getRepository<T>(this.repo.target);
+        const current = await this.findReadable(ability, id, repo, true);
+        const before = this.toDoc(current);
+        if (!canOnDoc(ability, 'update', collection, before)) {
+          throw new ForbiddenError(`not permitted to update ${collection} document ${id}`);
         }
-      }
-      if (version !== undefined && version !== current.version) {
-        throw new RawBodyHttpException(this.present(ability, current), HttpStatus.CONFLICT);
-      }
-      const next = repo.merge(repo.create({ ...current }), patch as never);
-      if (!canOnDoc(ability, 'update', collection, this.toDoc(next))) {
-        throw new ForbiddenError(
-          `not permitted to make ${collection} document ${id} what the patch asks`,
-        );
-      }
-      await this.config.validateReferences?.(patch as Partial<T>, repo);
-      return repo.save(next);
-    });
+        for (const field of Object.keys(patch)) {
+          if (!ability.can('update', subject(collection, before), field)) {
+            throw new ForbiddenError(`not permitted to update field ${field}`);
+          }
+        }
+        if (version !== undefined && version !== current.version) {
+          throw new RawBodyHttpException(this.present(ability, current), HttpStatus.CONFLICT);
+        }
+        const next = repo.merge(repo.create({ ...current }), patch as never);
+        if (!canOnDoc(ability, 'update', collection, this.toDoc(next))) {
+          throw new ForbiddenError(
+            `not permitted to make ${collection} document ${id} what the patch asks`,
+          );
+        }
+        await this.config.validateReferences?.(patch as Partial<T>, repo);
+        return repo.save(next);
+      },
+      { actor: principal },
+    );
     return this.present(ability, saved);
   }
 
   async remove(
+    principal: Principal,
     ability: AnyAbility,
     id: string,
     bodyVersion: unknown,
@@ -204,16 +215,19 @@ export class DocumentService<T extends ObjectLiteral & { id: string; version: nu
   ): Promise<void> {
     const version = expectedVersion(bodyVersion, ifMatch);
     const collection = this.config.collection;
-    await this.transactions.transaction(async (manager) => {
-      const repo = manager.getRepository<T>(this.repo.target);
-      const current = await this.findReadable(ability, id, repo, true);
-      if (!canOnDoc(ability, 'delete', collection, this.toDoc(current))) {
-        throw new ForbiddenError(`not permitted to delete ${collection} document ${id}`);
-      }
-      if (version !== undefined && version !== current.version) {
-        throw new RawBodyHttpException(this.present(ability, current), HttpStatus.CONFLICT);
-      }
-      await repo.remove(current);
-    });
+    await this.transactions.transaction(
+      async (manager) => {
+        const repo = manager.getRepository<T>(this.repo.target);
+        const current = await this.findReadable(ability, id, repo, true);
+        if (!canOnDoc(ability, 'delete', collection, this.toDoc(current))) {
+          throw new ForbiddenError(`not permitted to delete ${collection} document ${id}`);
+        }
+        if (version !== undefined && version !== current.version) {
+          throw new RawBodyHttpException(this.present(ability, current), HttpStatus.CONFLICT);
+        }
+        await repo.remove(current);
+      },
+      { actor: principal },
+    );
   }
 }

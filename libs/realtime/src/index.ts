@@ -27,6 +27,7 @@ export { ChangeLogService } from './notifications/change-log.service';
 export { ChangeFeedService } from './notifications/change-feed.service';
 export { CollectionRegistry } from './notifications/collection-registry';
 export { TransactionRunner } from './notifications/transaction-runner';
+export type { TransactionOptions } from './notifications/transaction-runner';
 export { SubscriptionsService } from './subscriptions/subscriptions.service';
 export type { SubscriptionSink } from './subscriptions/subscription-sink';
 export type { CustomFilterFn } from './subscriptions/filter-compiler';

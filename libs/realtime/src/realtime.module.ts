@@ -1,4 +1,4 @@
-import { MiddlewareConsumer, Module, NestModule } from '@nestjs/common';
+import { Inject, MiddlewareConsumer, Module, NestModule } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import type { NextFunction, Request, Response } from 'express';
 import { AbilityService } from './auth/ability.service';
@@ -85,7 +85,12 @@ export const REALTIME_ENTITIES = [AuditLog, ChangeLogEntry];
   ],
 })
 export class RealtimeModule extends RealtimeConfigurableModule implements NestModule {
+  constructor(@Inject(REALTIME_OPTIONS) private readonly options: RealtimeModuleOptions) {
+    super();
+  }
+
   configure(consumer: MiddlewareConsumer): void {
+    if (!this.options.requestContext) return;
     // every request runs in its own context, where the auth guard records the actor
     consumer
       .apply((_req: Request, _res: Response, next: NextFunction) => RequestContext.run(next))

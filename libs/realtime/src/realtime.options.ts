@@ -77,6 +77,14 @@ export interface RealtimeModuleOptions {
   heartbeatIntervalMs?: number;
   /** publish committed changes on Redis pub/sub so that every node delivers them */
   redisUrl?: string;
+  /**
+   * Wrap every HTTP request in a RequestContext, so that writes made anywhere while it
+   * runs record the authenticated user as actor without naming it. Costs every promise of
+   * the process some speed on Node 20 (AsyncLocalStorage); without it, pass
+   * `{ actor }` to TransactionRunner.transaction or `{ data: { actorId } }` to save().
+   * @default false
+   */
+  requestContext?: boolean;
   audit?: {
     /** @default 1000 */
     flushIntervalMs?: number;

@@ -17,6 +17,7 @@ import { CHANGE_BUS, DEFAULT_DATABASE } from '../realtime.constants';
 import type { ChangeRecord, Doc, Operation } from '../realtime.types';
 import type { ChangeBus } from './change-bus';
 import { CollectionRegistry, RegisteredCollection } from './collection-registry';
+import { actorOf } from './transaction-runner';
 
 /** A transaction's captured changes, kept until it commits (logged, then published) or rolls back (dropped). */
 interface TxBuffer {
@@ -289,7 +290,7 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
       before,
       after,
       changedFields,
-      actorId: RequestContext.principal()?.userId ?? null,
+      actorId: actorOf(runner) ?? RequestContext.principal()?.userId ?? null,
       timestamp: new Date().toISOString(),
       version: collection.versionField ? ((doc[collection.versionField] as number) ?? null) : null,
     };
