@@ -15,6 +15,10 @@ const ARTIFACTS = join(ROOT, 'test-artifacts');
 
 jest.setTimeout(120_000);
 
+if (!existsSync(CHROMIUM) && process.env.REQUIRE_SERVICES === '1') {
+  // CI installs Chromium (.ci/run): there, a missing browser is a failure, not a skip
+  throw new Error(`REQUIRE_SERVICES=1 but there is no Chromium at ${CHROMIUM}`);
+}
 const describeWithChromium = existsSync(CHROMIUM) ? describe : describe.skip;
 if (!existsSync(CHROMIUM)) {
   console.warn(
