@@ -74,6 +74,7 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
   private readonly buffers = new WeakMap<QueryRunner, TxBuffer>();
   /** PostgreSQL: the row as committed, read under its lock just before it is written */
   private readonly current = new WeakMap<object, Doc | typeof GONE>();
+  private readonly lockSqlCache = new Map<RegisteredCollection, string | null>();
   private readonly postgres: boolean;
 
   constructor(
@@ -238,13 +239,55 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
   ): Promise<void> {
     const key = entity ?? loaded;
     if (!this.postgres || !runner.isTransactionActive || !loaded || !key) return;
-    const id = collection.metadata.getEntityIdMap(loaded);
-    if (!id) return;
-    const row = await runner.manager.findOne(collection.metadata.target, {
-      where: id,
-      lock: { mode: 'pessimistic_write' },
-    });
-    this.current.set(key, row ? this.registry.toDoc(collection, row) : GONE);
+    const metadata = collection.metadata;
+    const sql = this.lockSql(collection);
+    if (sql === null) {
+      const id = metadata.getEntityIdMap(loaded);
+      if (!id) return;
+      const row = await runner.manager.findOne(metadata.target, {
+        where: id,
+        lock: { mode: 'pessimistic_write' },
+      });
+      this.current.set(key, row ? this.registry.toDoc(collection, row) : GONE);
+      return;
+    }
+    const ids = metadata.primaryColumns.map((column) => column.getEntityValue(loaded) as unknown);
+    if (ids.some((id) => id == null)) return;
+    // one plain statement instead of a find(): the same lock and row, without building a
+    // query and an entity through the ORM on every write
+    const rows = (await runner.query(sql, ids)) as Record<string, unknown>[];
+    if (rows.length === 0) {
+      this.current.set(key, GONE);
+      return;
+    }
+    const row: object = {};
+    const driver = this.dataSource.driver;
+    for (const column of metadata.columns) {
+      column.setEntityValue(row, driver.prepareHydratedValue(rows[0][column.databaseName], column));
+    }
+    this.current.set(key, this.registry.toDoc(collection, row));
+  }
+
+  /** `SELECT * … WHERE <primary key> FOR UPDATE` of a collection; null: use find() instead. */
+  private lockSql(collection: RegisteredCollection): string | null {
+    let sql = this.lockSqlCache.get(collection);
+    if (sql !== undefined) return sql;
+    const metadata = collection.metadata;
+    const driver = this.dataSource.driver;
+    const plain =
+      metadata.primaryColumns.length > 0 &&
+      metadata.primaryColumns.every((c) => !c.relationMetadata && !c.embeddedMetadata) &&
+      metadata.columns.every((c) => !c.isVirtual);
+    sql = plain
+      ? `SELECT * FROM ${metadata.tablePath
+          .split('.')
+          .map((part) => driver.escape(part))
+          .join('.')} WHERE ${metadata.primaryColumns
+          .map((c, i) => `${driver.escape(c.databaseName)} = $${i + 1}`)
+          .join(' AND ')} FOR UPDATE`
+      : null;
+    this.lockSqlCache.set(collection, sql);
+    return sql;
   }
 
   /** The row lockRow read for this write, if it did (and it still existed). */
