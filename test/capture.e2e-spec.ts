@@ -92,18 +92,20 @@ describeEachDb('change capture refuses bypassing writes', (db) => {
         // code that opens its own transaction, called inside this one, joins it: on SQLite
         // it would otherwise wait for this one forever
         await runner.transaction((inner) => edit(inner, 't4'), { manager: m });
+        await runner.transaction((inner) => edit(inner, 't4b'), { manager: m, actor: 'frank' });
         await c.request('ping');
         expect(c.changes(sub)).toHaveLength(3); // nothing of this transaction before COMMIT
         await edit(m, 't5');
       },
       { actor: USERS.erin.sub },
     );
-    const changes = await c.waitChanges(sub, 5);
+    const changes = await c.waitChanges(sub, 6);
     expect(changes.map((x) => [x.document.title, x.metadata.actorId])).toEqual([
       ['t1', 'carol'],
       ['t2', 'dave'],
       ['t3', null],
       ['t4', 'erin'],
+      ['t4b', 'frank'],
       ['t5', 'erin'],
     ]);
     c.close();

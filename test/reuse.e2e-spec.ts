@@ -67,6 +67,27 @@ describe('reuse: a notes app with its own entity and rules', () => {
     ben.close();
   });
 
+  it('a custom filter that throws hides the document from its own subscription only', async () => {
+    const ann = await WsClient.open(base.replace('http', 'ws') + '/realtime/ws', token('ann'));
+    const ben = await WsClient.open(base.replace('http', 'ws') + '/realtime/ws', token('ben'));
+    const picky = await ann.subscribe({
+      collection: 'notes',
+      filters: [{ type: 'custom', name: 'picky' }],
+    });
+    const plain = await ann.subscribe({ collection: 'notes' });
+    const bens = await ben.subscribe({ collection: 'notes' });
+    await post('ann', '/notes', { text: 'boom', shared: true });
+    await post('ann', '/notes', { text: 'fine', shared: true });
+    const texts = (changes: any[]) => changes.map((c) => c.document.text);
+    expect(texts(await ann.waitChanges(plain, 2))).toEqual(['boom', 'fine']);
+    expect(texts(await ben.waitChanges(bens, 2))).toEqual(['boom', 'fine']);
+    expect(texts(await ann.waitChanges(picky, 1))).toEqual(['fine']);
+    await ann.request('ping');
+    expect(ann.changes(picky)).toHaveLength(1);
+    ann.close();
+    ben.close();
+  });
+
   it("with requestContext on, records the request's user as actor of writes that name none", async () => {
     const ann = await WsClient.open(base.replace('http', 'ws') + '/realtime/ws', token('ann'));
     const sub = await ann.subscribe({ collection: 'notes', includeMetadata: true });

@@ -95,11 +95,13 @@ export class WsConnection extends Connection {
 
   close(code: number, reason: string): void {
     this.open = false;
+    this.frames?.flushStaged(); // data frames before the close frame, never after it
     this.socket.close(code, reason);
   }
 
   terminate(): void {
     this.open = false;
+    this.frames?.discardStaged();
     this.socket.terminate();
   }
 

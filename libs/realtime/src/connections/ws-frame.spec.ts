@@ -50,7 +50,11 @@ describe('writeTextFrame on a real TCP socket', () => {
 
   let target: FrameSocket;
 
+  /** everything the reader got, once a test started reading */
+  let received: Buffer[] | null;
+
   beforeEach(async () => {
+    received = null;
     ({ server, writer, reader } = await socketPair());
     target = new FrameSocket(writer);
   });
@@ -62,8 +66,11 @@ describe('writeTextFrame on a real TCP socket', () => {
   });
 
   async function readAll(expectedFrames: number): Promise<string[]> {
-    const chunks: Buffer[] = [];
-    reader.on('data', (c: Buffer) => chunks.push(c));
+    if (received === null) {
+      const chunks: Buffer[] = (received = []);
+      reader.on('data', (c: Buffer) => chunks.push(c));
+    }
+    const chunks = received;
     reader.resume();
     for (let i = 0; i < 500; i++) {
       const frames = parseFrames(Buffer.concat(chunks));
@@ -111,6 +118,18 @@ describe('writeTextFrame on a real TCP socket', () => {
     writeTextFrame(target, PREFIX, [part('a')], SUFFIX, true);
     writeTextFrame(target, PREFIX, [part('b')], SUFFIX, true);
     expect(await readAll(2)).toEqual(['{"changes":["a"]}', '{"changes":["b"]}']);
+  });
+
+  it('flushStaged sends held frames before what the socket writes next; discardStaged drops them', async () => {
+    writeTextFrame(target, PREFIX, [part('a')], SUFFIX, true);
+    target.flushStaged();
+    writer.write(Buffer.from([0x81, 5, ...Buffer.from('"end"')])); // as ws's close frame would
+    writeTextFrame(target, PREFIX, [part('dropped')], SUFFIX, true);
+    target.discardStaged();
+    expect(await readAll(2)).toEqual(['{"changes":["a"]}', '"end"']);
+    await new Promise((r) => setTimeout(r, 50)); // past the end-of-tick sweep
+    writer.write(Buffer.from([0x81, 6, ...Buffer.from('"last"')]));
+    expect(await readAll(3)).toEqual(['{"changes":["a"]}', '"end"', '"last"']);
   });
 
   it('does not throw when the peer is gone; the socket reports the error the usual way', async () => {

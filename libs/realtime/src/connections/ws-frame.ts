@@ -110,6 +110,20 @@ export class FrameSocket {
     }
     return this.fd;
   }
+
+  /** Sends the frames held for this dispatch now (before a close frame, say). */
+  flushStaged(): void {
+    if (this.staged === null) return;
+    staged.delete(this);
+    flushStaged(this, null);
+  }
+
+  /** Forgets the frames held for this dispatch (the connection is being torn down). */
+  discardStaged(): void {
+    if (this.staged === null) return;
+    staged.delete(this);
+    this.staged = null;
+  }
 }
 
 /**

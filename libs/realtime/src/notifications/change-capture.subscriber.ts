@@ -274,10 +274,19 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     if (sql !== undefined) return sql;
     const metadata = collection.metadata;
     const driver = this.dataSource.driver;
+    // find() skips soft-deleted rows and unselected columns, and reads some columns through
+    // an expression (spatial types, virtual properties): such entities keep using it
     const plain =
+      !metadata.deleteDateColumn &&
       metadata.primaryColumns.length > 0 &&
       metadata.primaryColumns.every((c) => !c.relationMetadata && !c.embeddedMetadata) &&
-      metadata.columns.every((c) => !c.isVirtual);
+      metadata.columns.every(
+        (c) =>
+          !c.isVirtual &&
+          !c.isVirtualProperty &&
+          c.isSelect !== false &&
+          !['geometry', 'geography'].includes(String(c.type)),
+      );
     sql = plain
       ? `SELECT * FROM ${metadata.tablePath
           .split('.')

@@ -76,13 +76,13 @@ export class TransactionRunner implements OnModuleDestroy {
     fn: (manager: EntityManager) => Promise<T>,
     options: TransactionOptions = {},
   ): Promise<T> {
-    if (options.manager) return fn(options.manager);
     const actor =
       options.actor == null
         ? null
         : typeof options.actor === 'string'
           ? options.actor
           : options.actor.userId;
+    if (options.manager) return this.joined(options.manager, fn, options.actor, actor);
     return this.exclusive(() =>
       this.dataSource.transaction(async (manager) => {
         const runner = manager.queryRunner as QueryRunner & { [ACTOR]?: string | null };
@@ -94,6 +94,24 @@ export class TransactionRunner implements OnModuleDestroy {
         }
       }),
     );
+  }
+
+  /** Runs `fn` in a transaction already open; a named actor applies while `fn` runs. */
+  private async joined<T>(
+    manager: EntityManager,
+    fn: (manager: EntityManager) => Promise<T>,
+    named: TransactionOptions['actor'],
+    actor: string | null,
+  ): Promise<T> {
+    const runner = manager.queryRunner as (QueryRunner & { [ACTOR]?: string | null }) | undefined;
+    if (named === undefined || !runner) return fn(manager);
+    const outer = runner[ACTOR];
+    runner[ACTOR] = actor;
+    try {
+      return await fn(manager);
+    } finally {
+      runner[ACTOR] = outer;
+    }
   }
 
   /** Runs `fn` alone on SQLite (no write transaction open meanwhile); directly elsewhere. */
@@ -125,7 +143,8 @@ export class TransactionRunner implements OnModuleDestroy {
     this.warned = true;
     this.logger.warn(
       `a SQLite transaction has held the write queue for ${Math.round((Date.now() - this.heldSince) / 1000)} s; ` +
-        'if it calls transaction() inside itself, pass { manager } to join it (otherwise it waits forever)',
+        'if it calls transaction() inside itself, pass { manager } to join it, and do not await exclusive() work ' +
+        '(AuditService.flush, ChangeLogService.prune) inside a transaction: either waits forever',
     );
   }
 }

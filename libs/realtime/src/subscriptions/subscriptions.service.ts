@@ -173,11 +173,15 @@ export class SubscriptionsService implements OnModuleInit {
       });
       throw e;
     }
-    const predicate = compileFilters(query.filters, {
+    const compiled = compileFilters(query.filters, {
       userId: sink.principal.userId,
       customFilters: this.customFilters,
     });
-    const sub = new Subscription(randomUUID(), query, sink, predicate);
+    const id = randomUUID();
+    const predicate = query.filters.some((f) => f.type === 'custom')
+      ? this.guardCustom(compiled, id)
+      : compiled;
+    const sub = new Subscription(id, query, sink, predicate);
     sub.readKey = readRulesKey(sink.ability, query.collection);
     sub.filterFields = filterFields(query);
     (this.bySink.get(sink.id) as Subscription[]).push(sub);
@@ -445,11 +449,59 @@ export class SubscriptionsService implements OnModuleInit {
 
   // ---------------------------------------------------------------- the hot path
 
+  /**
+   * A custom filter is application code: one that throws must not stop the change from
+   * reaching every other subscriber. For its own subscription the document does not match
+   * (logged, once per subscription).
+   */
+  private guardCustom(
+    predicate: (doc: Record<string, unknown>) => boolean,
+    subscriptionId: string,
+  ): (doc: Record<string, unknown>) => boolean {
+    let logged = false;
+    return (doc) => {
+      try {
+        return predicate(doc);
+      } catch (e) {
+        if (!logged) {
+          logged = true;
+          this.logger.error(
+            `custom filter of subscription ${subscriptionId} threw; treated as no match: ${(e as Error).message}`,
+          );
+        }
+        return false;
+      }
+    };
+  }
+
   /** Routes committed changes (in seq order) to their subscriptions. */
   dispatch(changes: ChangeRecord[]): void {
     this.metrics.changes.inc(changes.length);
     const touched: Subscription[] = [];
     let delivered = 0;
+    let flushed = false;
+    try {
+      this.route(changes, touched);
+      // a sink told that more frames follow lets them leave together, in one write
+      for (const sub of touched) delivered += this.flush(sub, --(sub.sink.framesDue as number) > 0);
+      flushed = true;
+    } finally {
+      if (!flushed) {
+        // never leave a subscription marked as touched: it would not be touched again
+        for (const sub of touched) {
+          sub.sink.framesDue = 0;
+          sub.outbox = null;
+        }
+      }
+    }
+    if (delivered) this.metrics.deliveries.inc(delivered);
+    const committedAt = changes[changes.length - 1]?.committedAt;
+    if (committedAt && touched.length)
+      this.metrics.latency.observe((Date.now() - committedAt) / 1000);
+  }
+
+  /** Prepares each change for its candidate subscriptions; fills their outboxes. */
+  private route(changes: ChangeRecord[], touched: Subscription[]): void {
     for (const change of changes) {
       const collection = this.registry.get(change.collection);
       if (!collection) continue;
@@ -477,18 +529,6 @@ export class SubscriptionsService implements OnModuleInit {
         sub.outbox.push(prepared);
       });
     }
-    let flushed = false;
-    try {
-      // a sink told that more frames follow lets them leave together, in one write
-      for (const sub of touched) delivered += this.flush(sub, --(sub.sink.framesDue as number) > 0);
-      flushed = true;
-    } finally {
-      if (!flushed) for (const sub of touched) sub.sink.framesDue = 0;
-    }
-    if (delivered) this.metrics.deliveries.inc(delivered);
-    const committedAt = changes[changes.length - 1]?.committedAt;
-    if (committedAt && touched.length)
-      this.metrics.latency.observe((Date.now() - committedAt) / 1000);
   }
 
   /**
