@@ -1,6 +1,15 @@
-import { AuditService, ConnectionRegistry } from '@app/realtime';
+import { ConnectionRegistry } from '@app/realtime';
 import { randomUUID } from 'node:crypto';
-import { describeEachDb, seedTask, startTestApp, TestApp, TestUser, USERS } from './utils/app';
+import {
+  auditItems,
+  describeEachDb,
+  seedTask,
+  startTestApp,
+  TestApp,
+  TestUser,
+  USERS,
+  waitForAudit,
+} from './utils/app';
 import { SseClient } from './utils/sse-client';
 import { metric, waitFor } from './utils/wait';
 
@@ -30,13 +39,6 @@ async function patchTask(t: TestApp, id: string, body: Record<string, unknown>) 
   const r = await t.api(USERS.alice, 'PATCH', `/api/tasks/${id}`, body);
   if (r.status !== 200) throw new Error(`PATCH ${id}: ${r.status} ${JSON.stringify(r.body)}`);
   return r.body as Record<string, any>;
-}
-
-async function auditItems(t: TestApp, query: string): Promise<any[]> {
-  await t.app.get(AuditService).flush();
-  const r = await t.api(USERS.alice, 'GET', `/admin/audit-logs?limit=500&${query}`);
-  expect(r.status).toBe(200);
-  return r.body.items;
 }
 
 describeEachDb('SSE', (db) => {
@@ -296,10 +298,7 @@ describe('SSE heartbeat, audit and metrics [sqlite]', () => {
     const c = await SseClient.open(t.http, t.token(me));
     const connectionId = c.connectionId;
     c.close();
-    const items = await waitFor(async () => {
-      const found = await auditItems(t, `connectionId=${connectionId}`);
-      return found.some((x) => x.action === 'connection_closed') ? found : undefined;
-    }, 'connection_closed in the audit log');
+    const items = await waitForAudit(t, `connectionId=${connectionId}`, 'connection_closed');
     expect(items.map((x) => x.action).sort()).toEqual([
       'connection_closed',
       'connection_established',

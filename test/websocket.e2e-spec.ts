@@ -1,7 +1,16 @@
-import { AuditService, ConnectionRegistry, SubscriptionsService } from '@app/realtime';
+import { ConnectionRegistry, SubscriptionsService } from '@app/realtime';
 import jwt from 'jsonwebtoken';
 import WebSocket from 'ws';
-import { describeEachDb, seedTask, startTestApp, TestApp, TestUser, USERS } from './utils/app';
+import {
+  auditItems,
+  describeEachDb,
+  seedTask,
+  startTestApp,
+  TestApp,
+  TestUser,
+  USERS,
+  waitForAudit,
+} from './utils/app';
 import { metric, waitFor } from './utils/wait';
 import { Msg, WsClient } from './utils/ws-client';
 
@@ -44,13 +53,6 @@ async function answerTo(c: WsClient, frame: string | Buffer): Promise<Msg[]> {
 /** Connects without waiting for connection_established (refused connections). */
 function rawConnect(t: TestApp, token?: string, headers: Record<string, string> = {}) {
   return WsClient.connect(t.ws, token, { headers });
-}
-
-async function auditItems(t: TestApp, query: string): Promise<any[]> {
-  await t.app.get(AuditService).flush();
-  const r = await t.api(USERS.alice, 'GET', `/admin/audit-logs?limit=500&${query}`);
-  expect(r.status).toBe(200);
-  return r.body.items;
 }
 
 async function metrics(t: TestApp): Promise<string> {
@@ -533,10 +535,7 @@ describe('WebSocket closes, audit and metrics [sqlite]', () => {
     const connectionId = c.messages[0].data.connectionId;
     c.close();
     await c.waitClose();
-    const items = await waitFor(async () => {
-      const found = await auditItems(t, `connectionId=${connectionId}`);
-      return found.some((x) => x.action === 'connection_closed') ? found : undefined;
-    }, 'connection_closed in the audit log');
+    const items = await waitForAudit(t, `connectionId=${connectionId}`, 'connection_closed');
     expect(items.map((x) => x.action).sort()).toEqual([
       'connection_closed',
       'connection_established',

@@ -5,9 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
+import { AuditService } from '@app/realtime';
 import { createApp } from '../../src/app.factory';
 import { loadConfig } from '../../src/config/app.config';
 import { createPgDatabase, DatabaseKind, postgresAvailable } from './services';
+import { waitFor } from './wait';
 
 export interface TestUser {
   sub: string;
@@ -158,4 +160,20 @@ export async function seedTask(
   if (r.status !== 201)
     throw new Error(`task create failed: ${r.status} ${JSON.stringify(r.body)}`);
   return r.body as Record<string, any>;
+}
+
+/** The audit log's items for `query` (admin API; buffered entries are flushed first). */
+export async function auditItems(t: TestApp, query: string): Promise<any[]> {
+  await t.app.get(AuditService).flush();
+  const r = await t.api(USERS.alice, 'GET', `/admin/audit-logs?limit=500&${query}`);
+  expect(r.status).toBe(200);
+  return r.body.items;
+}
+
+/** Waits until the audit log's items for `query` include `action`; returns them all. */
+export function waitForAudit(t: TestApp, query: string, action: string): Promise<any[]> {
+  return waitFor(async () => {
+    const found = await auditItems(t, query);
+    return found.some((x) => x.action === action) ? found : undefined;
+  }, `${action} in the audit log`);
 }
