@@ -13,8 +13,26 @@ const lastSeenId = (client: SseClient): string =>
     .filter((id) => id !== '')
     .pop() ?? '';
 
+/** The ids of the stream's first two subscriptions, once both are created. */
+const twoSubscriptions = (client: SseClient): Promise<string[]> =>
+  client.until(() => {
+    const subs = client.events.filter((e) => e.type === 'subscription_created');
+    return subs.length === 2 ? subs.map((e) => e.data.subscriptionId as string) : undefined;
+  }, 'two subscriptions');
+
+/** The id of the stream's subscription to one document. */
+const subscriptionTo = async (client: SseClient, documentId: string): Promise<string> =>
+  (
+    await client.next(
+      (e) => e.type === 'subscription_created' && e.data.query.documentId === documentId,
+    )
+  ).data.subscriptionId;
+
 describe('SSE Last-Event-ID across several subscriptions', () => {
   let t: TestApp;
+  const retitle = async (id: string, title: string) =>
+    expect((await t.api(USERS.alice, 'PATCH', `/api/tasks/${id}`, { title })).status).toBe(200);
+
   beforeAll(async () => {
     t = await startTestApp('sqlite');
   });
@@ -26,19 +44,14 @@ describe('SSE Last-Event-ID across several subscriptions', () => {
   it('resuming from the last event id repeats no change', async () => {
     const a = await seedTask(t, { title: 'A' });
     const b = await seedTask(t, { title: 'B' }, a.projectId);
-    const r = await t.api(USERS.alice, 'PATCH', `/api/tasks/${a.id}`, { title: 'A2' });
-    expect(r.status).toBe(200);
+    await retitle(a.id, 'A2');
 
     const qa = { collection: 'tasks', documentId: a.id };
     const qb = { collection: 'tasks', documentId: b.id };
     const first = await SseClient.open(t.http, t.token(USERS.alice), [qa, qb], {
       'last-event-id': '0',
     });
-    const created = await first.until(() => {
-      const subs = first.events.filter((e) => e.type === 'subscription_created');
-      return subs.length === 2 ? subs.map((e) => e.data.subscriptionId as string) : undefined;
-    }, 'two subscriptions');
-    const [subA, subB] = created;
+    const [subA, subB] = await twoSubscriptions(first);
     const gotA = await first.waitChanges(subA, 2);
     await first.waitChanges(subB, 1);
     const lastId = lastSeenId(first);
@@ -49,15 +62,9 @@ describe('SSE Last-Event-ID across several subscriptions', () => {
     const second = await SseClient.open(t.http, t.token(USERS.alice), [qa, qb], {
       'last-event-id': lastId,
     });
-    const subA2 = (
-      await second.next(
-        (e) => e.type === 'subscription_created' && e.data.query.documentId === a.id,
-      )
-    ).data.subscriptionId;
+    const subA2 = await subscriptionTo(second, a.id);
     // a live change arrives once; nothing received on the first stream comes again
-    expect((await t.api(USERS.alice, 'PATCH', `/api/tasks/${a.id}`, { title: 'A3' })).status).toBe(
-      200,
-    );
+    await retitle(a.id, 'A3');
     const again = await second.waitChanges(subA2, 1);
     second.close();
     expect(again.map((c) => c.document.title)).toEqual(['A3']);
@@ -70,22 +77,13 @@ describe('SSE Last-Event-ID across several subscriptions', () => {
     const qa = { collection: 'tasks', documentId: a.id, throttleMs: 3000 };
     const qb = { collection: 'tasks', documentId: b.id };
     const first = await SseClient.open(t.http, t.token(USERS.alice), [qa, qb]);
-    const [subA, subB] = await first.until(() => {
-      const subs = first.events.filter((e) => e.type === 'subscription_created');
-      return subs.length === 2 ? subs.map((e) => e.data.subscriptionId as string) : undefined;
-    }, 'two subscriptions');
+    const [subA, subB] = await twoSubscriptions(first);
     // open a throttle window on A (its first change flushes at once) ...
-    expect((await t.api(USERS.alice, 'PATCH', `/api/tasks/${a.id}`, { title: 'A1' })).status).toBe(
-      200,
-    );
+    await retitle(a.id, 'A1');
     await first.waitChanges(subA, 1);
     // ... so that this change of A waits in the window, while B's later change goes out now
-    expect((await t.api(USERS.alice, 'PATCH', `/api/tasks/${a.id}`, { title: 'A2' })).status).toBe(
-      200,
-    );
-    expect((await t.api(USERS.alice, 'PATCH', `/api/tasks/${b.id}`, { title: 'B2' })).status).toBe(
-      200,
-    );
+    await retitle(a.id, 'A2');
+    await retitle(b.id, 'B2');
     await first.waitChanges(subB, 1);
     const lastId = lastSeenId(first);
     first.close(); // the stream drops before A's window flushes
@@ -93,11 +91,7 @@ describe('SSE Last-Event-ID across several subscriptions', () => {
     const second = await SseClient.open(t.http, t.token(USERS.alice), [qa, qb], {
       'last-event-id': lastId,
     });
-    const subA2 = (
-      await second.next(
-        (e) => e.type === 'subscription_created' && e.data.query.documentId === a.id,
-      )
-    ).data.subscriptionId;
+    const subA2 = await subscriptionTo(second, a.id);
     const replayed = await second.waitChanges(subA2, 1);
     second.close();
     // A2 waited in A's window when the first stream dropped: the resume brings it
