@@ -111,17 +111,38 @@ export class FrameSocket {
     return this.fd;
   }
 
-  /** Sends the frames held for this dispatch now (before a close frame, say). */
-  flushStaged(): void {
-    if (this.staged === null) return;
-    staged.delete(this);
-    flushStaged(this, null);
+  /** Holds a frame until the last one of the current dispatch (or the end of the tick). */
+  stage(frame: Buffer): void {
+    if (this.staged !== null) {
+      this.staged.push(frame);
+      return;
+    }
+    this.staged = [frame];
+    withStaged.add(this);
+    if (!sweepScheduled) {
+      sweepScheduled = true;
+      process.nextTick(sweep);
+    }
+  }
+
+  /**
+   * Sends the frames held for this dispatch, and `last` after them, in one write (before a
+   * close frame, say).
+   */
+  flushStaged(last: Buffer | null = null): void {
+    const frames = this.staged;
+    if (frames === null) return;
+    withStaged.delete(this);
+    this.staged = null;
+    if (last) frames.push(last);
+    const all = frames.length === 1 ? frames[0] : Buffer.concat(frames);
+    send(this, all, all.length);
   }
 
   /** Forgets the frames held for this dispatch (the connection is being torn down). */
   discardStaged(): void {
     if (this.staged === null) return;
-    staged.delete(this);
+    withStaged.delete(this);
     this.staged = null;
   }
 }
@@ -130,7 +151,7 @@ export class FrameSocket {
  * Hands `length` bytes of `data` to the kernel if the socket is idle, and queues what it
  * did not take on the socket (copied, when `data` is the scratch buffer).
  */
-function send(target: FrameSocket, data: Buffer, length: number, owned: boolean): void {
+function send(target: FrameSocket, data: Buffer, length: number): void {
   const fd = target.directFd();
   let written = 0;
   if (fd >= 0) {
@@ -144,25 +165,17 @@ function send(target: FrameSocket, data: Buffer, length: number, owned: boolean)
   }
   if (written >= length) return;
   const rest = data.subarray(written, length);
-  target.socket.write(owned ? rest : Buffer.from(rest));
+  target.socket.write(data === scratch ? Buffer.from(rest) : rest);
 }
 
-const staged = new Set<FrameSocket>();
+/** Sockets with staged frames. */
+const withStaged = new Set<FrameSocket>();
 let sweepScheduled = false;
 
 /** Writes frames a dispatch left staged (it ended without announcing its last frame). */
 function sweep(): void {
   sweepScheduled = false;
-  for (const target of staged) flushStaged(target, null);
-  staged.clear();
-}
-
-function flushStaged(target: FrameSocket, last: Buffer | null): void {
-  const frames = target.staged as Buffer[];
-  target.staged = null;
-  if (last) frames.push(last);
-  const all = frames.length === 1 ? frames[0] : Buffer.concat(frames);
-  send(target, all, all.length, true);
+  for (const target of withStaged) target.flushStaged();
 }
 
 /**
@@ -180,19 +193,8 @@ export function writeTextFrame(
 ): void {
   if (more || target.staged !== null) {
     const frame = buildTextFrame(prefix, parts, suffix);
-    if (target.staged === null) {
-      target.staged = [frame];
-      staged.add(target);
-      if (!sweepScheduled) {
-        sweepScheduled = true;
-        process.nextTick(sweep);
-      }
-    } else if (more) {
-      target.staged.push(frame);
-    } else {
-      staged.delete(target);
-      flushStaged(target, frame);
-    }
+    if (more) target.stage(frame);
+    else target.flushStaged(frame);
     return;
   }
   const length = payloadLength(prefix, parts, suffix);
@@ -202,11 +204,11 @@ export function writeTextFrame(
       // rare giant frame: its own buffer, not a scratch buffer kept forever
       const frame = Buffer.allocUnsafe(size);
       frameInto(frame, length, prefix, parts, suffix);
-      send(target, frame, size, true);
+      send(target, frame, size);
       return;
     }
     scratch = Buffer.allocUnsafe(size);
   }
   frameInto(scratch, length, prefix, parts, suffix);
-  send(target, scratch, size, false);
+  send(target, scratch, size);
 }
