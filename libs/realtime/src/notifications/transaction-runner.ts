@@ -76,37 +76,28 @@ export class TransactionRunner implements OnModuleDestroy {
     fn: (manager: EntityManager) => Promise<T>,
     options: TransactionOptions = {},
   ): Promise<T> {
-    const actor =
-      options.actor == null
-        ? null
-        : typeof options.actor === 'string'
-          ? options.actor
-          : options.actor.userId;
-    if (options.manager) return this.joined(options.manager, fn, options.actor, actor);
+    const { actor } = options;
+    const actorId = actor == null || typeof actor === 'string' ? actor : actor.userId;
+    if (options.manager) return this.withActor(options.manager, actorId, fn);
     return this.exclusive(() =>
-      this.dataSource.transaction(async (manager) => {
-        const runner = manager.queryRunner as QueryRunner & { [ACTOR]?: string | null };
-        runner[ACTOR] = actor;
-        try {
-          return await fn(manager);
-        } finally {
-          runner[ACTOR] = undefined; // SQLite reuses one query runner for every transaction
-        }
-      }),
+      this.dataSource.transaction((manager) => this.withActor(manager, actorId, fn)),
     );
   }
 
-  /** Runs `fn` in a transaction already open; a named actor applies while `fn` runs. */
-  private async joined<T>(
+  /**
+   * Runs `fn` with the named actor on the transaction's query runner, and restores what was
+   * there after (SQLite reuses one query runner for every transaction; a joined transaction
+   * gets the outer one's actor back). `undefined`: no actor named, nothing changes.
+   */
+  private async withActor<T>(
     manager: EntityManager,
+    actorId: string | null | undefined,
     fn: (manager: EntityManager) => Promise<T>,
-    named: TransactionOptions['actor'],
-    actor: string | null,
   ): Promise<T> {
     const runner = manager.queryRunner as (QueryRunner & { [ACTOR]?: string | null }) | undefined;
-    if (named === undefined || !runner) return fn(manager);
+    if (actorId === undefined || !runner) return fn(manager);
     const outer = runner[ACTOR];
-    runner[ACTOR] = actor;
+    runner[ACTOR] = actorId;
     try {
       return await fn(manager);
     } finally {
