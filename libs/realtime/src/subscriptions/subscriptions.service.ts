@@ -534,6 +534,7 @@ export class SubscriptionsService implements OnModuleInit {
   /**
    * A filter may only look at fields the subscriber may read on that very document;
    * otherwise whether it matches would reveal a hidden value (ABAC on the filter itself).
+   * Only for subscriptions with filters (the caller skips the others).
    */
   private mayFilter(
     sub: Subscription,
@@ -542,7 +543,6 @@ export class SubscriptionsService implements OnModuleInit {
     collection: RegisteredCollection,
     image: 'before' | 'after',
   ): boolean {
-    if (sub.filterFields.length === 0) return true;
     let readable = image === 'before' ? view.beforeFields : view.afterFields;
     if (!readable) {
       readable = new Set(
