@@ -86,6 +86,10 @@ describeEachDb('change capture refuses bypassing writes', (db) => {
     await runner.transaction((m) => edit(m, 't2', { data: { actorId: 'dave' } }), {
       actor: 'carol',
     });
+    // an actorId that is not a string is no actor: the transaction's one stands
+    await runner.transaction((m) => edit(m, 't2b', { data: { actorId: 42 } }), {
+      actor: 'carol',
+    });
     await runner.transaction((m) => edit(m, 't3'));
     await runner.transaction(
       async (m) => {
@@ -94,15 +98,16 @@ describeEachDb('change capture refuses bypassing writes', (db) => {
         await runner.transaction((inner) => edit(inner, 't4'), { manager: m });
         await runner.transaction((inner) => edit(inner, 't4b'), { manager: m, actor: 'frank' });
         await c.request('ping');
-        expect(c.changes(sub)).toHaveLength(3); // nothing of this transaction before COMMIT
+        expect(c.changes(sub)).toHaveLength(4); // nothing of this transaction before COMMIT
         await edit(m, 't5');
       },
       { actor: USERS.erin.sub },
     );
-    const changes = await c.waitChanges(sub, 6);
+    const changes = await c.waitChanges(sub, 7);
     expect(changes.map((x) => [x.document.title, x.metadata.actorId])).toEqual([
       ['t1', 'carol'],
       ['t2', 'dave'],
+      ['t2b', 'carol'],
       ['t3', null],
       ['t4', 'erin'],
       ['t4b', 'frank'],
