@@ -6,7 +6,7 @@
  *
  *   node -r ts-node/register/transpile-only -r tsconfig-paths/register bench/write-path.bench.ts
  *
- * Env: WRITE_BENCH_MS (per measurement, default 3000), WRITE_BENCH_PG (PostgreSQL admin URL,
+ * Env: WRITE_BENCH_MS (per side, default 3000, in 6 alternating rounds), WRITE_BENCH_PG (PostgreSQL admin URL,
  * default postgres://postgres@127.0.0.1:5432/postgres; set to "off" to skip).
  */
 import 'reflect-metadata';
@@ -19,10 +19,12 @@ import { SubscriptionsService, TransactionRunner } from '@app/realtime';
 import type { SubscriptionSink } from '@app/realtime';
 import { createApp } from '../src/app.factory';
 import { loadConfig } from '../src/config/app.config';
+import { prepareSqlite } from '../src/database/database.options';
 import { Project } from '../src/projects/project.entity';
 import { Task } from '../src/tasks/task.entity';
 
 const MS = Number(process.env.WRITE_BENCH_MS ?? 3000);
+const ROUNDS = 6;
 const PG_ADMIN = process.env.WRITE_BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
 interface Row {
@@ -57,19 +59,53 @@ async function freshPg(): Promise<{ url: string; drop: () => Promise<void> } | n
   };
 }
 
-/** Runs `writers` loops of `write` for MS milliseconds; returns committed writes/s. */
-async function rate(writers: number, write: (i: number) => Promise<void>): Promise<number> {
-  const end = Date.now() + MS;
-  let count = 0;
+/** A side of the comparison, set up and ready: `write(w)` is writer w's next write. */
+interface Side {
+  write: (w: number) => Promise<void>;
+  close: () => Promise<void>;
+}
+
+const yieldTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/**
+ * Runs `writers` loops of `write` for `ms`; returns the writes committed. Each writer
+ * yields to the event loop after each write, as a server does between requests, so that
+ * what runs after commit (the pipeline's dispatch) is inside the measurement.
+ */
+async function count(side: Side, writers: number, ms: number): Promise<number> {
+  const end = Date.now() + ms;
+  let n = 0;
   await Promise.all(
     Array.from({ length: writers }, async (_, w) => {
       while (Date.now() < end) {
-        await write(w);
-        count++;
+        await side.write(w);
+        n++;
+        await yieldTurn();
       }
     }),
   );
-  return (count * 1000) / MS;
+  return n;
+}
+
+/**
+ * Both sides in the same process, measured in alternating rounds (this machine's speed
+ * drifts by 10–20 % over seconds; alternating puts both sides under the same drift).
+ */
+async function compare(
+  bareSide: Side,
+  pipelineSide: Side,
+  writers: number,
+): Promise<{ bare: number; pipeline: number }> {
+  const round = MS / ROUNDS;
+  await count(bareSide, writers, 200); // warm-up
+  await count(pipelineSide, writers, 200);
+  let b = 0;
+  let p = 0;
+  for (let r = 0; r < ROUNDS; r++) {
+    b += await count(bareSide, writers, round);
+    p += await count(pipelineSide, writers, round);
+  }
+  return { bare: (b * 1000) / MS, pipeline: (p * 1000) / MS };
 }
 
 async function seed(
@@ -96,34 +132,37 @@ async function seed(
   return ids;
 }
 
+/** every write must change the row: a title equal to the stored one makes save() a no-op */
+let written = 0;
 const update = async (manager: DataSource['manager'], id: string, i: number) => {
   const repo = manager.getRepository(Task);
   const task = await repo.findOneByOrFail({ id });
-  task.title = `w${i}-${Date.now()}`;
+  task.title = `w${i}-${++written}`;
   await repo.save(task);
 };
 
 async function bare(
   options: ConstructorParameters<typeof DataSource>[0],
   writers: number,
-): Promise<number> {
+): Promise<Side> {
   const ds = await new DataSource({ ...options, entities: [Project, Task] } as never).initialize();
   const ids = await seed(ds.getRepository(Task), ds.getRepository(Project), writers);
   // SQLite shares one connection: its writers must take turns, like TransactionRunner does
   let tail: Promise<unknown> = Promise.resolve();
   const serial = options.type === 'better-sqlite3';
-  const r = await rate(writers, (w) => {
-    const run = () => ds.transaction((m) => update(m, ids[w], w));
-    if (!serial) return run();
-    const next = tail.then(run);
-    tail = next.catch(() => undefined);
-    return next;
-  });
-  await ds.destroy();
-  return r;
+  return {
+    write: (w) => {
+      const run = () => ds.transaction((m) => update(m, ids[w], w));
+      if (!serial) return run();
+      const next = tail.then(run);
+      tail = next.catch(() => undefined);
+      return next;
+    },
+    close: () => ds.destroy(),
+  };
 }
 
-async function pipeline(env: Record<string, string>, writers: number): Promise<number> {
+async function pipeline(env: Record<string, string>, writers: number): Promise<Side> {
   const app = await createApp(
     loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'error', JWT_SECRET: 'x'.repeat(32), ...env }),
   );
@@ -148,29 +187,35 @@ async function pipeline(env: Record<string, string>, writers: number): Promise<n
   };
   await app.get(SubscriptionsService).subscribe(sink, { collection: 'tasks' });
   const tx = app.get(TransactionRunner);
-  const r = await rate(writers, (w) => tx.transaction((m) => update(m, ids[w], w)));
-  await app.close();
-  if (frames === 0) throw new Error('the subscriber received nothing: the pipeline did not run');
-  return r;
+  return {
+    write: (w) => tx.transaction((m) => update(m, ids[w], w)),
+    close: async () => {
+      await app.close();
+      // subscription_created is one frame: the changes must have added many more
+      if (frames < 100)
+        throw new Error('the subscriber received no changes: the pipeline did not run');
+    },
+  };
 }
 
 async function main(): Promise<void> {
   const rows: Row[] = [];
   for (const writers of [1, 8]) {
     const dir = mkdtempSync(join(tmpdir(), 'rt-wbench-'));
-    const b = await bare(
+    const bareSide = await bare(
       {
         type: 'better-sqlite3',
         database: join(dir, 'bare.sqlite'),
         synchronize: true,
-        prepareDatabase: (db: any) => {
-          db.pragma('journal_mode = WAL');
-          db.pragma('synchronous = NORMAL');
-        },
+        // the app's own pragmas: the comparison is about the pipeline, not the file's set-up
+        prepareDatabase: prepareSqlite,
       } as never,
       writers,
     );
-    const p = await pipeline({ DATA_DIR: dir }, writers);
+    const pipelineSide = await pipeline({ DATA_DIR: dir }, writers);
+    const { bare: b, pipeline: p } = await compare(bareSide, pipelineSide, writers);
+    await bareSide.close();
+    await pipelineSide.close();
     rmSync(dir, { recursive: true, force: true });
     rows.push({ db: 'sqlite', writers, bare: b, pipeline: p });
     console.log(
@@ -182,7 +227,7 @@ async function main(): Promise<void> {
     const c = await freshPg();
     if (!a || !c) break;
     const { Init1764400000000 } = await import('../src/database/migrations/1764400000000-Init');
-    const b = await bare(
+    const bareSide = await bare(
       {
         type: 'postgres',
         url: a.url,
@@ -191,7 +236,10 @@ async function main(): Promise<void> {
       } as never,
       writers,
     );
-    const p = await pipeline({ DATABASE_URL: c.url }, writers);
+    const pipelineSide = await pipeline({ DATABASE_URL: c.url }, writers);
+    const { bare: b, pipeline: p } = await compare(bareSide, pipelineSide, writers);
+    await bareSide.close();
+    await pipelineSide.close();
     await a.drop();
     await c.drop();
     rows.push({ db: 'postgres', writers, bare: b, pipeline: p });
