@@ -766,6 +766,34 @@ describeEachDb('engine', (db: DatabaseKind) => {
           'live',
         ]);
       });
+
+      it('retention by age: the rows older than maxAge go, from the first younger row on all stay; all old: only the head stays', async () => {
+        const DAY = 24 * 60 * 60 * 1000; // the default maxAge, which this app keeps
+        const pid = await rh.newProject();
+        const task = await rh.createTask(USERS.alice, pid, { title: 'old 1' });
+        for (let i = 2; i <= 5; i++)
+          await rh.patchTask(USERS.alice, task.id, { title: `old ${i}` });
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        const cutoff = Date.now();
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        for (let i = 1; i <= 5; i++)
+          await rh.patchTask(USERS.alice, task.id, { title: `new ${i}` });
+        const log = await rh.logOf([task.id]);
+        expect(log).toHaveLength(10);
+
+        const logs = r.app.get(DataSource).getRepository(ChangeLogEntry);
+        const pruned = await r.app.get(ChangeLogService).prune(cutoff + DAY);
+        expect(pruned).toBeGreaterThanOrEqual(5);
+        expect((await rh.logOf([task.id])).map((x) => x.seq)).toEqual(
+          log.slice(5).map((x) => x.seq),
+        );
+        const rest = await logs.find({ order: { seq: 'ASC' } });
+        expect(rest.every((x) => x.createdAt >= new Date(cutoff).toISOString())).toBe(true);
+
+        // everything older than maxAge: the newest row stays, the log's head
+        await r.app.get(ChangeLogService).prune(Date.now() + 2 * DAY);
+        expect((await logs.find()).map((x) => x.seq)).toEqual([log[9].seq]);
+      });
     });
   });
 

@@ -5,6 +5,7 @@ import { REALTIME_ENTITIES } from '@app/realtime';
 import { Project } from '../projects/project.entity';
 import { Task } from '../tasks/task.entity';
 import { Init1764400000000 } from './migrations/1764400000000-Init';
+import { ChangeLogNoCreatedAtIndex1764900000000 } from './migrations/1764900000000-ChangeLogNoCreatedAtIndex';
 
 export const APP_ENTITIES = [Project, Task, ...REALTIME_ENTITIES];
 
@@ -21,7 +22,7 @@ export function databaseOptions(config: {
       type: 'postgres',
       url: config.databaseUrl,
       entities: APP_ENTITIES,
-      migrations: [Init1764400000000],
+      migrations: [Init1764400000000, ChangeLogNoCreatedAtIndex1764900000000],
       migrationsRun: true,
       synchronize: false,
       extra: { max: 20 },

@@ -38,8 +38,10 @@ export class ChangeLogEntry {
   @Column({ type: 'integer', nullable: true })
   version: number | null;
 
-  /** ISO time (fixed width) */
-  @Index()
+  /**
+   * ISO time (fixed width). Not indexed: an index costs every commit a page write, and
+   * retention by age finds its bound walking the seq order from the oldest row instead.
+   */
   @Column({ type: 'varchar', length: 30 })
   createdAt: string;
 }

@@ -107,13 +107,26 @@ export class ChangeLogService implements OnModuleInit, OnApplicationShutdown {
   /**
    * Applies retention: rows older than maxAge, and all but the newest maxRows. The newest
    * row always stays, so the log's head (the position of every node) survives a quiet spell.
+   *
+   * By age, the log is cut below its oldest row that is not older than maxAge, found by
+   * walking seq order from the start (no index on `createdAt`: it would cost every commit).
+   * Times follow seq order but for a few milliseconds on PostgreSQL (a time is taken
+   * before the seq lock), so a row may outlive maxAge by that much; none goes sooner.
    */
   async prune(now = Date.now()): Promise<number> {
     const head = await this.head();
     const cutoff = new Date(now - this.maxAgeMs).toISOString();
     let deleted = 0;
     await this.transactions.exclusive(async () => {
-      const byAge = await this.repo.delete({ createdAt: LessThan(cutoff), seq: LessThan(head) });
+      const firstKept = await this.repo
+        .createQueryBuilder('c')
+        .select('c.seq', 'seq')
+        .where('c.createdAt >= :cutoff', { cutoff })
+        .orderBy('c.seq', 'ASC')
+        .limit(1)
+        .getRawOne<{ seq: number | string }>();
+      const bound = firstKept ? Math.min(Number(firstKept.seq), head) : head;
+      const byAge = await this.repo.delete({ seq: LessThan(bound) });
       deleted += byAge.affected ?? 0;
       if (head > this.maxRows) {
         const byCount = await this.repo.delete({ seq: LessThanOrEqual(head - this.maxRows) });
