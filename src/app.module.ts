@@ -43,6 +43,8 @@ export class AppModule {
           heartbeatIntervalMs: config.heartbeatIntervalMs,
           redisUrl: config.redisUrl,
           changeLog: config.changeLog,
+          sqliteCheckpoint:
+            config.sqliteCheckpointMs > 0 ? { intervalMs: config.sqliteCheckpointMs } : false,
           limits: Object.fromEntries(
             Object.entries(config.limits).filter(([, v]) => v !== undefined),
           ),

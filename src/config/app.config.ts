@@ -50,6 +50,7 @@ const EnvSchema = z.object({
   MAX_BUFFERED_BYTES: int(1024, 1024 * 1024 * 1024).optional(),
   CHANGE_LOG_MAX_AGE_MS: int(1000, 365 * 24 * 3600 * 1000).optional(),
   CHANGE_LOG_MAX_ROWS: int(1, 1_000_000_000).optional(),
+  SQLITE_CHECKPOINT_MS: int(0, 3_600_000).default('100'),
   LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug', 'verbose']).default('log'),
 });
 
@@ -81,6 +82,8 @@ export interface AppConfig {
     maxBufferedBytes?: number;
   };
   changeLog: { maxAgeMs?: number; maxRows?: number };
+  /** SQLite: WAL checkpoints in a worker every this many ms; 0: SQLite's in-line ones */
+  sqliteCheckpointMs: number;
   logLevel: string;
 }
 
@@ -137,6 +140,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       maxBufferedBytes: e.MAX_BUFFERED_BYTES,
     },
     changeLog: { maxAgeMs: e.CHANGE_LOG_MAX_AGE_MS, maxRows: e.CHANGE_LOG_MAX_ROWS },
+    sqliteCheckpointMs: e.SQLITE_CHECKPOINT_MS,
     logLevel: e.LOG_LEVEL,
   };
 }

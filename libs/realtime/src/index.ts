@@ -26,6 +26,8 @@ export { ChangeLogEntry } from './notifications/change-log.entity';
 export { ChangeLogService } from './notifications/change-log.service';
 export { ChangeFeedService } from './notifications/change-feed.service';
 export { CollectionRegistry } from './notifications/collection-registry';
+export { SqliteCheckpointer } from './notifications/sqlite-checkpointer';
+export type { CheckpointReport } from './notifications/sqlite-checkpointer';
 export { TransactionRunner } from './notifications/transaction-runner';
 export type { TransactionOptions } from './notifications/transaction-runner';
 export { SubscriptionsService } from './subscriptions/subscriptions.service';

@@ -20,6 +20,7 @@ import { ChangeLogService } from './notifications/change-log.service';
 import { CollectionRegistry } from './notifications/collection-registry';
 import { InProcessChangeBus } from './notifications/in-process-change-bus';
 import { RedisChangeBus } from './notifications/redis-change-bus';
+import { SqliteCheckpointer } from './notifications/sqlite-checkpointer';
 import { TransactionRunner } from './notifications/transaction-runner';
 import { CHANGE_BUS, REALTIME_ABILITY_FACTORY } from './realtime.constants';
 import { REALTIME_OPTIONS, RealtimeConfigurableModule } from './realtime.module-definition';
@@ -64,6 +65,7 @@ export const REALTIME_ENTITIES = [AuditLog, ChangeLogEntry];
     ChangeLogService,
     ChangeCaptureSubscriber,
     ChangeFeedService,
+    SqliteCheckpointer,
     SubscriptionsService,
     ConnectionRegistry,
     RealtimeGateway,

@@ -85,6 +85,13 @@ export interface RealtimeModuleOptions {
    * @default false
    */
   requestContext?: boolean;
+  /**
+   * better-sqlite3 in WAL mode: WAL checkpoints (copy and fsync) run in a worker thread
+   * every `intervalMs` instead of inside a COMMIT on the event loop (SqliteCheckpointer).
+   * `false`: SQLite's own in-line checkpoints. Ignored on other databases.
+   * @default { intervalMs: 100 }
+   */
+  sqliteCheckpoint?: false | { intervalMs?: number };
   audit?: {
     /** @default 1000 */
     flushIntervalMs?: number;

@@ -1,0 +1,103 @@
+import Database from 'better-sqlite3';
+import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { DataSource } from 'typeorm';
+import { SqliteCheckpointer } from '@app/realtime';
+import { seedTask, startTestApp, TestApp, USERS } from './utils/app';
+import { WsClient } from './utils/ws-client';
+
+/** The title of a task as the database FILE holds it, without its WAL (a copy of the file alone). */
+function titleInFile(file: string, id: string): string | undefined {
+  const dir = mkdtempSync(join(tmpdir(), 'rt-ckpt-'));
+  try {
+    copyFileSync(file, join(dir, 'copy.sqlite'));
+    const db = new Database(join(dir, 'copy.sqlite'), { readonly: true });
+    try {
+      // without a checkpoint even the schema may be only in the WAL
+      if (!db.prepare(`SELECT 1 FROM sqlite_master WHERE name = 'tasks'`).get()) return undefined;
+      const row = db.prepare('SELECT title FROM tasks WHERE id = ?').get(id) as
+        { title: string } | undefined;
+      return row?.title;
+    } finally {
+      db.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function until(check: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+const fileOf = (t: TestApp) => t.app.get(DataSource).options.database as string;
+
+/** Writes 30 changes to one task through the REST API, seen by a live subscriber. */
+async function thirtyWrites(t: TestApp, id: string): Promise<string> {
+  const c = await WsClient.open(t.ws, t.token(USERS.alice));
+  try {
+    const sub = await c.subscribe({ collection: 'tasks', documentId: id });
+    let title = '';
+    for (let i = 0; i < 30; i++) {
+      title = `write ${i} ${Math.random()}`;
+      const r = await t.api(USERS.alice, 'PATCH', `/api/tasks/${id}`, { title });
+      expect(r.status).toBe(200);
+    }
+    await c.waitChanges(sub, 30);
+    return title;
+  } finally {
+    c.close();
+  }
+}
+
+describe('SQLite checkpoints in a worker thread', () => {
+  let t: TestApp;
+  afterEach(() => t?.close());
+
+  it('by default: committed changes reach the database file within moments, not only its WAL; the main connection checkpoints itself only past 4 000 pages', async () => {
+    t = await startTestApp('sqlite');
+    const checkpointer = t.app.get(SqliteCheckpointer);
+    expect(checkpointer.running).toBe(true);
+    expect(await t.app.get(DataSource).query('PRAGMA wal_autocheckpoint')).toEqual([
+      { wal_autocheckpoint: 4000 },
+    ]);
+    const task = await seedTask(t, { title: 'first' });
+    const last = await thirtyWrites(t, task.id);
+    await until(() => titleInFile(fileOf(t), task.id) === last, 'the file to hold the last write');
+    expect(checkpointer.runs).toBeGreaterThan(0);
+    expect(checkpointer.last?.checkpointed).toBe(checkpointer.last?.walFrames);
+  });
+
+  it("SQLITE_CHECKPOINT_MS=0: no worker; SQLite's own checkpoint every 1 000 pages, so 30 writes stay in the WAL", async () => {
+    t = await startTestApp('sqlite', { SQLITE_CHECKPOINT_MS: '0' });
+    expect(t.app.get(SqliteCheckpointer).running).toBe(false);
+    expect(await t.app.get(DataSource).query('PRAGMA wal_autocheckpoint')).toEqual([
+      { wal_autocheckpoint: 1000 },
+    ]);
+    const task = await seedTask(t, { title: 'first' });
+    const last = await thirtyWrites(t, task.id);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(titleInFile(fileOf(t), task.id)).not.toBe(last);
+    // the data is committed all the same: the app reads it (through the WAL)
+    const read = await t.api(USERS.alice, 'GET', `/api/tasks/${task.id}`);
+    expect(read.body.title).toBe(last);
+  });
+
+  it('closing the app stops the worker, and the file alone holds everything (no WAL left)', async () => {
+    const app = await startTestApp('sqlite');
+    const file = fileOf(app);
+    const task = await seedTask(app, { title: 'first' });
+    const last = await thirtyWrites(app, task.id);
+    const checkpointer = app.app.get(SqliteCheckpointer);
+    await app.app.close();
+    expect(checkpointer.running).toBe(false);
+    expect(existsSync(`${file}-wal`)).toBe(false);
+    expect(titleInFile(file, task.id)).toBe(last);
+    rmSync(dirname(file), { recursive: true, force: true });
+  });
+});
