@@ -32,6 +32,8 @@ interface Row {
   writers: number;
   bare: number;
   pipeline: number;
+  /** SQLite: the pipeline with SQLite's own in-line checkpoints (SQLITE_CHECKPOINT_MS=0) */
+  inline?: number;
 }
 
 async function freshPg(): Promise<{ url: string; drop: () => Promise<void> } | null> {
@@ -88,24 +90,18 @@ async function count(side: Side, writers: number, ms: number): Promise<number> {
 }
 
 /**
- * Both sides in the same process, measured in alternating rounds (this machine's speed
- * drifts by 10–20 % over seconds; alternating puts both sides under the same drift).
+ * All sides in the same process, measured in alternating rounds (this machine's speed
+ * drifts by 10–20 % over seconds; alternating puts every side under the same drift).
+ * Returns committed writes/s of each side.
  */
-async function compare(
-  bareSide: Side,
-  pipelineSide: Side,
-  writers: number,
-): Promise<{ bare: number; pipeline: number }> {
+async function compare(sides: Side[], writers: number): Promise<number[]> {
   const round = MS / ROUNDS;
-  await count(bareSide, writers, 200); // warm-up
-  await count(pipelineSide, writers, 200);
-  let b = 0;
-  let p = 0;
+  for (const side of sides) await count(side, writers, 200); // warm-up
+  const totals = sides.map(() => 0);
   for (let r = 0; r < ROUNDS; r++) {
-    b += await count(bareSide, writers, round);
-    p += await count(pipelineSide, writers, round);
+    for (let i = 0; i < sides.length; i++) totals[i] += await count(sides[i], writers, round);
   }
-  return { bare: (b * 1000) / MS, pipeline: (p * 1000) / MS };
+  return totals.map((n) => (n * 1000) / MS);
 }
 
 async function seed(
@@ -212,14 +208,17 @@ async function main(): Promise<void> {
       } as never,
       writers,
     );
-    const pipelineSide = await pipeline({ DATA_DIR: dir }, writers);
-    const { bare: b, pipeline: p } = await compare(bareSide, pipelineSide, writers);
-    await bareSide.close();
-    await pipelineSide.close();
+    const pipelineSide = await pipeline({ DATA_DIR: join(dir, 'worker') }, writers);
+    const inlineSide = await pipeline(
+      { DATA_DIR: join(dir, 'inline'), SQLITE_CHECKPOINT_MS: '0' },
+      writers,
+    );
+    const [b, p, inline] = await compare([bareSide, pipelineSide, inlineSide], writers);
+    for (const side of [bareSide, pipelineSide, inlineSide]) await side.close();
     rmSync(dir, { recursive: true, force: true });
-    rows.push({ db: 'sqlite', writers, bare: b, pipeline: p });
+    rows.push({ db: 'sqlite', writers, bare: b, pipeline: p, inline });
     console.log(
-      `sqlite     writers=${writers}: bare ${b.toFixed(0)}/s, pipeline ${p.toFixed(0)}/s (${(p / b).toFixed(2)}×)`,
+      `sqlite     writers=${writers}: bare ${b.toFixed(0)}/s, pipeline ${p.toFixed(0)}/s (${(p / b).toFixed(2)}×), in-line checkpoints ${inline.toFixed(0)}/s (${(inline / b).toFixed(2)}×)`,
     );
   }
   for (const writers of [1, 8]) {
@@ -237,7 +236,7 @@ async function main(): Promise<void> {
       writers,
     );
     const pipelineSide = await pipeline({ DATABASE_URL: c.url }, writers);
-    const { bare: b, pipeline: p } = await compare(bareSide, pipelineSide, writers);
+    const [b, p] = await compare([bareSide, pipelineSide], writers);
     await bareSide.close();
     await pipelineSide.close();
     await a.drop();
@@ -248,11 +247,17 @@ async function main(): Promise<void> {
     );
   }
   console.log('\nwrite path: committed writes/s (load + modify + save in a transaction)');
-  console.log('| database | writers | bare ORM | whole pipeline | ratio |');
-  console.log('| --- | ---: | ---: | ---: | ---: |');
+  console.log(
+    '| database | writers | bare ORM | whole pipeline | ratio | SQLite in-line checkpoints | ratio |',
+  );
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const r of rows) {
+    const inline =
+      r.inline === undefined
+        ? '– | –'
+        : `${r.inline.toFixed(0)} | ${(r.inline / r.bare).toFixed(2)}×`;
     console.log(
-      `| ${r.db} | ${r.writers} | ${r.bare.toFixed(0)} | ${r.pipeline.toFixed(0)} | ${(r.pipeline / r.bare).toFixed(2)}× |`,
+      `| ${r.db} | ${r.writers} | ${r.bare.toFixed(0)} | ${r.pipeline.toFixed(0)} | ${(r.pipeline / r.bare).toFixed(2)}× | ${inline} |`,
     );
   }
   console.log(`WRITE_PATH_JSON ${JSON.stringify(rows)}`);
