@@ -96,25 +96,28 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     this.dataSource.subscribers.push(this);
   }
 
-  async beforeUpdate(event: UpdateEvent<object>): Promise<void> {
+  // The hooks return a promise only when they have something to wait for (TypeORM awaits
+  // what a hook returns): on SQLite a write's capture is synchronous from end to end.
+
+  beforeUpdate(event: UpdateEvent<object>): Promise<void> | void {
     const collection = this.registry.forMetadata(event.metadata);
     if (!collection) return;
     if (!event.databaseEntity) this.refuse(collection, 'update');
-    await this.lockRow(event.queryRunner, collection, event.databaseEntity, event.entity);
+    return this.lockRow(event.queryRunner, collection, event.databaseEntity, event.entity);
   }
 
-  async beforeRemove(event: RemoveEvent<object>): Promise<void> {
+  beforeRemove(event: RemoveEvent<object>): Promise<void> | void {
     const collection = this.registry.forMetadata(event.metadata);
     if (!collection) return;
     if (!event.entity && !event.databaseEntity) this.refuse(collection, 'delete');
-    await this.lockRow(event.queryRunner, collection, event.databaseEntity, event.entity);
+    return this.lockRow(event.queryRunner, collection, event.databaseEntity, event.entity);
   }
 
-  async beforeSoftRemove(event: SoftRemoveEvent<object>): Promise<void> {
+  beforeSoftRemove(event: SoftRemoveEvent<object>): Promise<void> | void {
     const collection = this.registry.forMetadata(event.metadata);
     if (!collection) return;
     if (!event.entity && !event.databaseEntity) this.refuse(collection, 'soft delete');
-    await this.lockRow(event.queryRunner, collection, event.databaseEntity, event.entity);
+    return this.lockRow(event.queryRunner, collection, event.databaseEntity, event.entity);
   }
 
   /**
@@ -124,25 +127,25 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
    * order. Taking it last keeps it short (one INSERT and the COMMIT) and cannot deadlock:
    * the holder waits for nothing but its own commit.
    */
-  async beforeTransactionCommit(event: TransactionCommitEvent): Promise<void> {
+  beforeTransactionCommit(event: TransactionCommitEvent): Promise<void> | void {
     const runner = event.queryRunner;
     const buffer = this.buffers.get(runner);
     if (!buffer || buffer.entries.length === 0 || depthOf(runner) > 1) return;
-    await this.writeLog(
+    return this.writeLog(
       runner,
       buffer.entries.map((e) => e.change),
     );
   }
 
-  async afterInsert(event: InsertEvent<object>): Promise<void> {
+  afterInsert(event: InsertEvent<object>): Promise<void> | void {
     const collection = this.registry.forMetadata(event.metadata);
     if (!collection) return;
     const after = this.registry.toDoc(collection, event.entity);
     if (after[collection.schema.primaryKey] == null) this.refuse(collection, 'insert');
-    await this.capture(event.queryRunner, collection, 'insert', null, after);
+    return this.capture(event.queryRunner, collection, 'insert', null, after);
   }
 
-  async afterUpdate(event: UpdateEvent<object>): Promise<void> {
+  afterUpdate(event: UpdateEvent<object>): Promise<void> | void {
     const collection = this.registry.forMetadata(event.metadata);
     if (!collection || !event.databaseEntity || !event.entity) return;
     const saved = this.registry.mergeDoc(collection, event.databaseEntity, event.entity as object);
@@ -158,19 +161,21 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     for (const column of event.updatedColumns)
       after[column.propertyName] = saved[column.propertyName];
     for (const field of collection.bookkeeping) after[field] = saved[field];
-    await this.capture(event.queryRunner, collection, 'update', current, after);
+    return this.capture(event.queryRunner, collection, 'update', current, after);
   }
 
-  afterRemove(event: RemoveEvent<object>): Promise<void> {
+  afterRemove(event: RemoveEvent<object>): Promise<void> | void {
     return this.captureDelete(event);
   }
 
   /** A soft-removed document leaves every result set: a `delete` to subscribers. */
-  afterSoftRemove(event: SoftRemoveEvent<object>): Promise<void> {
+  afterSoftRemove(event: SoftRemoveEvent<object>): Promise<void> | void {
     return this.captureDelete(event);
   }
 
-  private async captureDelete(event: RemoveEvent<object> | SoftRemoveEvent<object>): Promise<void> {
+  private captureDelete(
+    event: RemoveEvent<object> | SoftRemoveEvent<object>,
+  ): Promise<void> | void {
     const collection = this.registry.forMetadata(event.metadata);
     const source = event.databaseEntity ?? event.entity;
     if (!collection || !source) return;
@@ -183,13 +188,13 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
       before[pk] =
         typeof event.entityId === 'object' ? (event.entityId as Doc)[pk] : event.entityId;
     }
-    await this.capture(event.queryRunner, collection, 'delete', before, null);
+    return this.capture(event.queryRunner, collection, 'delete', before, null);
   }
 
-  async afterRecover(event: RecoverEvent<object>): Promise<void> {
+  afterRecover(event: RecoverEvent<object>): Promise<void> | void {
     const collection = this.registry.forMetadata(event.metadata);
     if (!collection || !event.entity) return;
-    await this.capture(
+    return this.capture(
       event.queryRunner,
       collection,
       'insert',
@@ -238,14 +243,23 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
    * The lock is the one the UPDATE or DELETE would take next anyway. SQLite writers run one
    * at a time (TransactionRunner), so what save() loaded is current.
    */
-  private async lockRow(
+  private lockRow(
     runner: QueryRunner,
     collection: RegisteredCollection,
     loaded: object | undefined,
     entity: object | undefined,
-  ): Promise<void> {
+  ): Promise<void> | void {
     const key = entity ?? loaded;
     if (!this.postgres || !runner.isTransactionActive || !loaded || !key) return;
+    return this.readLocked(runner, collection, loaded, key);
+  }
+
+  private async readLocked(
+    runner: QueryRunner,
+    collection: RegisteredCollection,
+    loaded: object,
+    key: object,
+  ): Promise<void> {
     const metadata = collection.metadata;
     const sql = this.lockSql(collection);
     if (sql === null) {
@@ -324,13 +338,13 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     );
   }
 
-  private async capture(
+  private capture(
     runner: QueryRunner,
     collection: RegisteredCollection,
     operation: Operation,
     before: Doc | null,
     after: Doc | null,
-  ): Promise<void> {
+  ): Promise<void> | void {
     const doc = (after ?? before) as Doc;
     let changedFields: string[];
     if (before && after) {
@@ -353,13 +367,7 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
       timestamp: new Date().toISOString(),
       version: collection.versionField ? ((doc[collection.versionField] as number) ?? null) : null,
     };
-    if (!runner.isTransactionActive) {
-      // written outside any transaction: already committed
-      await this.writeLog(runner, [change]);
-      change.committedAt = Date.now();
-      this.bus.publish([change]);
-      return;
-    }
+    if (!runner.isTransactionActive) return this.logCommitted(runner, change);
     let buffer = this.buffers.get(runner);
     if (!buffer) {
       buffer = { entries: [] };
@@ -389,8 +397,15 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     return this.sqliteInsert.statement;
   }
 
+  /** A change written outside any transaction: it is committed already. */
+  private async logCommitted(runner: QueryRunner, change: ChangeRecord): Promise<void> {
+    await this.writeLog(runner, [change]);
+    change.committedAt = Date.now();
+    this.bus.publish([change]);
+  }
+
   /** Inserts change log rows (in the caller's transaction) and sets their seqs. */
-  private async writeLog(runner: QueryRunner, changes: ChangeRecord[]): Promise<void> {
+  private writeLog(runner: QueryRunner, changes: ChangeRecord[]): Promise<void> | void {
     const rows = changes.map((c) => [
       c.database,
       c.collection,
@@ -403,18 +418,31 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
       c.version,
       c.timestamp,
     ]);
-    if (!this.postgres) {
-      const insert = this.sqliteStatement();
-      for (let i = 0; i < rows.length; i++) {
-        if (insert) {
-          changes[i].seq = String(insert.run(...rows[i]).lastInsertRowid);
-        } else {
-          const [{ seq }] = await runner.query(`${SQLITE_INSERT} RETURNING "seq"`, rows[i]);
-          changes[i].seq = String(seq);
-        }
-      }
-      return;
+    if (this.postgres) return this.writePostgresLog(runner, changes, rows);
+    const insert = this.sqliteStatement();
+    if (!insert) return this.writeSqliteLog(runner, changes, rows);
+    for (let i = 0; i < rows.length; i++) {
+      changes[i].seq = String(insert.run(...rows[i]).lastInsertRowid);
     }
+  }
+
+  /** SQLite through TypeORM's query runner (the `sqlite` driver). */
+  private async writeSqliteLog(
+    runner: QueryRunner,
+    changes: ChangeRecord[],
+    rows: unknown[][],
+  ): Promise<void> {
+    for (let i = 0; i < rows.length; i++) {
+      const [{ seq }] = await runner.query(`${SQLITE_INSERT} RETURNING "seq"`, rows[i]);
+      changes[i].seq = String(seq);
+    }
+  }
+
+  private async writePostgresLog(
+    runner: QueryRunner,
+    changes: ChangeRecord[],
+    rows: unknown[][],
+  ): Promise<void> {
     for (let from = 0; from < rows.length; from += 1000) {
       const chunk = rows.slice(from, from + 1000);
       const params: unknown[] = [SEQ_LOCK_KEY];
