@@ -18,6 +18,7 @@ import type { ChangeRecord, Doc, Operation } from '../realtime.types';
 import type { ChangeBus } from './change-bus';
 import { CollectionRegistry, RegisteredCollection } from './collection-registry';
 import { actorOf } from './transaction-runner';
+import { PreparedSqlite } from '../common/sqlite-handle';
 
 /** A transaction's captured changes, kept until it commits (logged, then published) or rolls back (dropped). */
 interface TxBuffer {
@@ -40,11 +41,6 @@ const COLUMNS = [
   .join(', ');
 const VALUE_COLUMNS = COLUMNS;
 const SQLITE_INSERT = `INSERT INTO "change_log" (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
-
-/** The part of a better-sqlite3 statement the change log insert uses. */
-interface SqliteStatement {
-  run(...params: unknown[]): { lastInsertRowid: number | bigint };
-}
 
 /** Key of the transaction-scoped advisory lock that orders seq drawing on PostgreSQL. */
 const SEQ_LOCK_KEY = 0x7265616c; // 'real'
@@ -82,7 +78,7 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
   private readonly lockSqlCache = new Map<RegisteredCollection, string | null>();
   private readonly postgres: boolean;
   /** better-sqlite3: the change log insert, prepared once on the driver's connection */
-  private sqliteInsert?: { db: object; statement: SqliteStatement };
+  private readonly sqliteInsert: PreparedSqlite;
 
   constructor(
     @InjectDataSource() private readonly dataSource: DataSource,
@@ -90,6 +86,7 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     @Inject(CHANGE_BUS) private readonly bus: ChangeBus,
   ) {
     this.postgres = dataSource.options.type === 'postgres';
+    this.sqliteInsert = new PreparedSqlite(dataSource, SQLITE_INSERT);
   }
 
   onModuleInit(): void {
@@ -376,27 +373,6 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     buffer.entries.push({ depth: depthOf(runner), change });
   }
 
-  /**
-   * better-sqlite3 has one connection, the one the transaction is open on: the insert runs
-   * there as a statement prepared once, without TypeORM's query path (a query string
-   * looked up per call, query events, a RETURNING result set), which cost about a tenth of
-   * a write. TypeORM's query logging therefore does not show it.
-   */
-  private sqliteStatement(): SqliteStatement | undefined {
-    if (this.dataSource.options.type !== 'better-sqlite3') return undefined;
-    const db = (
-      this.dataSource.driver as unknown as {
-        databaseConnection?: { prepare(sql: string): SqliteStatement };
-      }
-    ).databaseConnection;
-    if (!db) return undefined;
-    // a data source destroyed and initialized again has a new connection
-    if (this.sqliteInsert?.db !== db) {
-      this.sqliteInsert = { db, statement: db.prepare(SQLITE_INSERT) };
-    }
-    return this.sqliteInsert.statement;
-  }
-
   /** A change written outside any transaction: it is committed already. */
   private async logCommitted(runner: QueryRunner, change: ChangeRecord): Promise<void> {
     await this.writeLog(runner, [change]);
@@ -419,7 +395,9 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
       c.timestamp,
     ]);
     if (this.postgres) return this.writePostgresLog(runner, changes, rows);
-    const insert = this.sqliteStatement();
+    // better-sqlite3: the insert runs on the transaction's connection without TypeORM's
+    // query path, which cost about a tenth of a write (so TypeORM's query log omits it)
+    const insert = this.sqliteInsert.statement;
     if (!insert) return this.writeSqliteLog(runner, changes, rows);
     for (let i = 0; i < rows.length; i++) {
       changes[i].seq = String(insert.run(...rows[i]).lastInsertRowid);

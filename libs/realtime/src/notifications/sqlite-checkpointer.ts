@@ -4,6 +4,7 @@ import type { DataSource } from 'typeorm';
 import { Worker } from 'node:worker_threads';
 import { InjectRealtimeOptions } from '../realtime.module-definition';
 import type { RealtimeModuleOptions } from '../realtime.options';
+import { sqliteHandle } from '../common/sqlite-handle';
 
 /** What the worker reports after each checkpoint that copied something. */
 export interface CheckpointReport {
@@ -79,11 +80,7 @@ export class SqliteCheckpointer implements OnApplicationBootstrap, OnApplication
     const setting = this.options.sqliteCheckpoint ?? {};
     if (setting === false || this.dataSource.options.type !== 'better-sqlite3') return;
     const file = this.dataSource.options.database;
-    const db = (
-      this.dataSource.driver as unknown as {
-        databaseConnection?: { pragma(sql: string, o?: { simple: boolean }): unknown };
-      }
-    ).databaseConnection;
+    const db = sqliteHandle(this.dataSource);
     if (!db || typeof file !== 'string' || file === ':memory:' || file === '') return;
     if (db.pragma('journal_mode', { simple: true }) !== 'wal') return;
     db.pragma(`wal_autocheckpoint = ${BACKSTOP_PAGES}`);
