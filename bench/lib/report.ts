@@ -45,6 +45,8 @@ export interface FanoutRun {
     heapPerConnBytes: number | null;
     rssPerConnBytes: number;
   };
+  /** server CPU µs per publish while nobody is subscribed (the publish path alone) */
+  publishCpuUs?: number;
   scenarios: ScenarioResult[];
   error?: string;
 }
@@ -187,6 +189,7 @@ export function connectTable(r: Results): Table {
     'RSS/conn KiB',
     'RSS before MiB',
     'RSS after MiB',
+    'publish CPU µs, 0 subs',
   ];
   const rows: string[][] = [];
   for (const t of r.targets) {
@@ -203,10 +206,11 @@ export function connectTable(r: Results): Table {
         kib(m?.rssPerConnBytes),
         m ? num(m.before.rssBytes / 1048576, 1) : '–',
         m ? num(m.after.rssBytes / 1048576, 1) : '–',
+        run.publishCpuUs === undefined ? '–' : num(run.publishCpuUs),
       ]);
     }
   }
-  return { headers, rows, right: [false, true, true, true, true, true, true, true, true] };
+  return { headers, rows, right: [false, true, true, true, true, true, true, true, true, true] };
 }
 
 export function ratioTable(r: Results): Table {
