@@ -99,21 +99,21 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
   beforeUpdate(event: UpdateEvent<object>): Promise<void> | void {
     const collection = this.registry.forMetadata(event.metadata);
     if (!collection) return;
-    if (!event.databaseEntity) this.refuse(collection, 'update');
+    if (!event.databaseEntity) return this.refuse(collection, 'update');
     return this.lockRow(event.queryRunner, collection, event.databaseEntity, event.entity);
   }
 
   beforeRemove(event: RemoveEvent<object>): Promise<void> | void {
     const collection = this.registry.forMetadata(event.metadata);
     if (!collection) return;
-    if (!event.entity && !event.databaseEntity) this.refuse(collection, 'delete');
+    if (!event.entity && !event.databaseEntity) return this.refuse(collection, 'delete');
     return this.lockRow(event.queryRunner, collection, event.databaseEntity, event.entity);
   }
 
   beforeSoftRemove(event: SoftRemoveEvent<object>): Promise<void> | void {
     const collection = this.registry.forMetadata(event.metadata);
     if (!collection) return;
-    if (!event.entity && !event.databaseEntity) this.refuse(collection, 'soft delete');
+    if (!event.entity && !event.databaseEntity) return this.refuse(collection, 'soft delete');
     return this.lockRow(event.queryRunner, collection, event.databaseEntity, event.entity);
   }
 
@@ -138,7 +138,7 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     const collection = this.registry.forMetadata(event.metadata);
     if (!collection) return;
     const after = this.registry.toDoc(collection, event.entity);
-    if (after[collection.schema.primaryKey] == null) this.refuse(collection, 'insert');
+    if (after[collection.schema.primaryKey] == null) return this.refuse(collection, 'insert');
     return this.capture(event.queryRunner, collection, 'insert', null, after);
   }
 
@@ -329,9 +329,16 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     return current;
   }
 
-  private refuse(collection: RegisteredCollection, what: string): never {
-    throw new ChangeCaptureBypassError(
-      `${what} of '${collection.schema.name}' through QueryBuilder/repository.${what === 'update' ? 'update' : 'delete'}() bypasses change capture; use repository.save()/remove()/softRemove() with the entity`,
+  /**
+   * A rejected promise, not a throw: TypeORM calls the hooks of several entities in a loop
+   * and awaits what they returned; a throw would end the loop and leave the promises that
+   * earlier hooks returned unawaited.
+   */
+  private refuse(collection: RegisteredCollection, what: string): Promise<never> {
+    return Promise.reject(
+      new ChangeCaptureBypassError(
+        `${what} of '${collection.schema.name}' through QueryBuilder/repository.${what === 'update' ? 'update' : 'delete'}() bypasses change capture; use repository.save()/remove()/softRemove() with the entity`,
+      ),
     );
   }
 
@@ -404,14 +411,21 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     }
   }
 
-  /** SQLite through TypeORM's query runner (the `sqlite` driver). */
+  /**
+   * SQLite through TypeORM's query runner (the `sqlite` driver, whose query() answers an
+   * INSERT with the new rowid; untested here: the sqlite3 package is not installed).
+   */
   private async writeSqliteLog(
     runner: QueryRunner,
     changes: ChangeRecord[],
     rows: unknown[][],
   ): Promise<void> {
     for (let i = 0; i < rows.length; i++) {
-      const [{ seq }] = await runner.query(`${SQLITE_INSERT} RETURNING "seq"`, rows[i]);
+      const result: unknown = await runner.query(SQLITE_INSERT, rows[i]);
+      const seq = Array.isArray(result) ? (result[0] as { seq?: unknown })?.seq : result;
+      if (typeof seq !== 'number' && typeof seq !== 'bigint') {
+        throw new Error(`the change log insert returned no rowid (${JSON.stringify(result)})`);
+      }
       changes[i].seq = String(seq);
     }
   }
