@@ -110,8 +110,9 @@ export class ChangeLogService implements OnModuleInit, OnApplicationShutdown {
    *
    * By age, the log is cut below its oldest row that is not older than maxAge, found by
    * walking seq order from the start (no index on `createdAt`: it would cost every commit).
-   * Times follow seq order but for a few milliseconds on PostgreSQL (a time is taken
-   * before the seq lock), so a row may outlive maxAge by that much; none goes sooner.
+   * A row's time is taken when its save is captured, its seq at commit, so times follow
+   * seq order only up to the length of a transaction: a row may outlive maxAge by that
+   * much; none goes sooner.
    */
   async prune(now = Date.now()): Promise<number> {
     const head = await this.head();
