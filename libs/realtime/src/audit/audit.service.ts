@@ -145,9 +145,9 @@ export class AuditService implements OnModuleInit, OnApplicationShutdown {
    */
   private insert(entries: AuditLog[]): Promise<unknown> {
     return this.transactions.exclusive(async () => {
-      const statement = this.sqliteInsert.statement;
-      const db = this.sqliteInsert.db;
-      if (!statement || !db) return this.repo.insert(entries as never);
+      const sqlite = this.sqliteInsert.get();
+      if (!sqlite) return this.repo.insert(entries as never);
+      const { db, statement } = sqlite;
       db.transaction(() => {
         for (const e of entries) {
           statement.run(

@@ -36,16 +36,14 @@ export class PreparedSqlite {
     private readonly sql: string,
   ) {}
 
-  /** The statement, or undefined when the data source is not better-sqlite3. */
-  get statement(): SqliteStatement | undefined {
+  /**
+   * The statement and the connection it belongs to (for `transaction()`), or undefined
+   * when the data source is not better-sqlite3.
+   */
+  get(): { db: SqliteDatabase; statement: SqliteStatement } | undefined {
     const db = sqliteHandle(this.dataSource);
     if (!db) return undefined;
     if (this.prepared?.db !== db) this.prepared = { db, statement: db.prepare(this.sql) };
-    return this.prepared.statement;
-  }
-
-  /** The connection the statement belongs to (for `transaction()`). */
-  get db(): SqliteDatabase | undefined {
-    return this.statement ? this.prepared?.db : undefined;
+    return this.prepared;
   }
 }

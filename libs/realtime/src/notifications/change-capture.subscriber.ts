@@ -404,7 +404,7 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     if (this.postgres) return this.writePostgresLog(runner, changes, rows);
     // better-sqlite3: the insert runs on the transaction's connection without TypeORM's
     // query path, which cost about a tenth of a write (so TypeORM's query log omits it)
-    const insert = this.sqliteInsert.statement;
+    const insert = this.sqliteInsert.get()?.statement;
     if (!insert) return this.writeSqliteLog(runner, changes, rows);
     for (let i = 0; i < rows.length; i++) {
       changes[i].seq = String(insert.run(...rows[i]).lastInsertRowid);

@@ -6,7 +6,7 @@ import { InjectRealtimeOptions } from '../realtime.module-definition';
 import type { RealtimeModuleOptions } from '../realtime.options';
 import { sqliteHandle } from '../common/sqlite-handle';
 
-/** What the worker reports after each checkpoint that copied something. */
+/** What the worker reports after each checkpoint it runs. */
 export interface CheckpointReport {
   /** frames in the WAL when it ran */
   walFrames: number;
@@ -111,9 +111,9 @@ export class SqliteCheckpointer implements OnApplicationBootstrap, OnApplication
 
   onApplicationBootstrap(): void {
     const setting = this.options.sqliteCheckpoint ?? {};
-    if (setting === false || this.dataSource.options.type !== 'better-sqlite3') return;
+    if (setting === false) return;
     const file = this.dataSource.options.database;
-    const db = sqliteHandle(this.dataSource);
+    const db = sqliteHandle(this.dataSource); // undefined unless better-sqlite3
     if (!db || typeof file !== 'string' || file === ':memory:' || file === '') return;
     if (db.pragma('journal_mode', { simple: true }) !== 'wal') return;
     db.pragma(`wal_autocheckpoint = ${BACKSTOP_PAGES}`);
