@@ -37,6 +37,8 @@ describe('loadConfig', () => {
     ['JWT_SECRET', 'short'],
     ['DEMO_USERS', 'maybe'],
     ['HEARTBEAT_INTERVAL_MS', '5'],
+    ['SQLITE_CHECKPOINT_MS', 'often'],
+    ['SQLITE_CHECKPOINT_MS', '-1'],
   ])('fails fast on a bad %s, naming it', (name, value) => {
     let error: unknown;
     try {
@@ -55,8 +57,10 @@ describe('loadConfig', () => {
       DATABASE_URL: 'postgres://u@h:5432/db',
       REDIS_URL: 'redis://h:6379',
       MAX_CONNECTIONS_PER_USER: '7',
+      SQLITE_CHECKPOINT_MS: '0',
     });
     expect(config).toMatchObject({
+      sqliteCheckpointMs: 0,
       databaseUrl: 'postgres://u@h:5432/db',
       redisUrl: 'redis://h:6379',
       limits: { maxConnectionsPerUser: 7 },
