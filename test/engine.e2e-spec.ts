@@ -1,5 +1,5 @@
 import type { EntitySubscriberInterface, QueryRunner } from 'typeorm';
-import { DataSource, EntityManager } from 'typeorm';
+import { DataSource, EntityManager, QueryFailedError } from 'typeorm';
 import { AuditService, ChangeLogEntry, ChangeLogService, TransactionRunner } from '@app/realtime';
 import { Task } from '../src/tasks/task.entity';
 import { describeEachDb, startTestApp, TestApp, TestUser, USERS } from './utils/app';
@@ -255,6 +255,41 @@ describeEachDb('engine', (db: DatabaseKind) => {
       expectIncreasing(seqs(c.changes(sub)));
       expect((await listAll(USERS.alice, pid)).map((x) => x.title)).toEqual(['fence']);
       expect((await logOf([kept.id])).map((r) => r.operation)).toEqual(['insert', 'update']);
+    });
+
+    it('a change saved by another commit listener, after the one of change capture ran, is logged and delivered with the rest', async () => {
+      const pid = await newProject();
+      const c = await connect(USERS.alice);
+      const sub = await c.subscribe(tasksOf(pid));
+      const dataSource = t.app.get(DataSource);
+      let marked: QueryRunner | undefined;
+      // registered after change capture: TypeORM calls it later in the same round
+      const listener: EntitySubscriberInterface = {
+        beforeTransactionCommit: async (event) => {
+          if (!marked || event.queryRunner !== marked) return;
+          marked = undefined;
+          await new Promise((r) => setTimeout(r, 10));
+          await event.manager
+            .getRepository(Task)
+            .save(draft(event.manager, pid, 'by the listener'));
+        },
+      };
+      dataSource.subscribers.push(listener);
+      try {
+        await t.app.get(TransactionRunner).transaction(async (m) => {
+          marked = m.queryRunner;
+          await m.getRepository(Task).save(draft(m, pid, 'by the transaction'));
+        });
+      } finally {
+        dataSource.subscribers.splice(dataSource.subscribers.indexOf(listener), 1);
+      }
+      await c.waitChanges(sub, 2);
+      await settle(c);
+      const got = c.changes(sub);
+      expect(got.map((x) => x.document.title)).toEqual(['by the transaction', 'by the listener']);
+      expectIncreasing(seqs(got));
+      const log = await logOf(got.map((x) => x.documentId));
+      expect(log.map((r) => String(r.seq))).toEqual(got.map((x) => x.seq));
     });
 
     it('a rolled-back savepoint drops only its own changes; the outer commit delivers the rest', async () => {
@@ -1389,7 +1424,7 @@ describe('engine: concurrent writers [postgres]', () => {
     expect(log.map((r) => r.after?.title)).toEqual(['fast', 'slow']);
   });
 
-  it('a transaction held between writing its change log row and COMMIT: the next writer commits after it, or gets the later seq', async () => {
+  it('a transaction held at its COMMIT by another listener has not drawn a seq yet: the next writer commits meanwhile, with the earlier seq', async () => {
     const pid = await newProject();
     const c = await connect(USERS.alice);
     const sub = await c.subscribe(tasksOf(pid));
@@ -1398,8 +1433,8 @@ describe('engine: concurrent writers [postgres]', () => {
     const save = (m: EntityManager, title: string) =>
       m.getRepository(Task).save(draft(m, pid, title));
 
-    // holds one transaction at its COMMIT; change capture writes its log row meanwhile
-    // (TypeORM runs the beforeTransactionCommit listeners side by side)
+    // holds one transaction at its COMMIT (TypeORM sends COMMIT once every
+    // beforeTransactionCommit listener is done; change capture's log row goes with it)
     let held: QueryRunner | undefined;
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
@@ -1437,9 +1472,84 @@ describe('engine: concurrent writers [postgres]', () => {
     await c.waitChanges(sub, 2);
     await settle(c);
     // both arrive, in seq order, which is the order they committed in
-    const commitOrder = outcome === 'fast waits' ? ['slow', 'fast'] : ['fast', 'slow'];
-    expect(c.changes(sub).map((x) => x.document.title)).toEqual(commitOrder);
+    // the held one holds no seq lock: nothing waits for it
+    expect(outcome).toBe('fast committed first');
+    expect(c.changes(sub).map((x) => x.document.title)).toEqual(['fast', 'slow']);
     expectIncreasing(seqs(c.changes(sub)));
+  });
+
+  it('a COMMIT that fails (a deferred constraint) takes its change log rows with it: nothing delivered, QueryFailedError, the next write is fine', async () => {
+    const dataSource = t.app.get(DataSource);
+    await dataSource.query(`
+      CREATE OR REPLACE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF NEW.title = 'refused at commit' THEN RAISE EXCEPTION 'refused at commit'; END IF;
+        RETURN NULL;
+      END $$`);
+    await dataSource.query(`
+      CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT OR UPDATE ON tasks
+      DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_at_commit()`);
+    try {
+      const pid = await newProject();
+      const c = await connect(USERS.alice);
+      const sub = await c.subscribe(tasksOf(pid));
+      const before = await dataSource.query('SELECT MAX(seq)::int AS head FROM change_log');
+      const runner = t.app.get(TransactionRunner);
+      const failed = await runner
+        .transaction(async (m) => {
+          await m.getRepository(Task).save(draft(m, pid, 'fine in the same transaction'));
+          await m.getRepository(Task).save(draft(m, pid, 'refused at commit'));
+        })
+        .catch((e: unknown) => e);
+      expect(failed).toBeInstanceOf(QueryFailedError);
+      expect((failed as Error).message).toContain('refused at commit');
+      const after = await dataSource.query('SELECT MAX(seq)::int AS head FROM change_log');
+      expect(after[0].head).toBe(before[0].head);
+      expect(await listAll(USERS.alice, pid)).toEqual([]);
+
+      const ok = await createTask(USERS.alice, pid, { title: 'next' });
+      const [change] = await c.waitChanges(sub, 1);
+      await settle(c);
+      expect(c.changes(sub)).toHaveLength(1);
+      expect(change.documentId).toBe(ok.id);
+    } finally {
+      await dataSource.query('DROP TRIGGER refuse_at_commit ON tasks');
+      await dataSource.query('DROP FUNCTION refuse_at_commit()');
+    }
+  });
+
+  it('a save racing a write that bypassed capture (raw SQL) still publishes the row as it committed', async () => {
+    const pid = await newProject();
+    const task = await createTask(USERS.alice, pid, { title: 'original', priority: 1 });
+    const c = await connect(USERS.alice);
+    const all = await c.subscribe(tasksOf(pid));
+
+    // raw SQL is not captured: the change log never hears of this version
+    const raw = heldTransaction((m) =>
+      m.query(`UPDATE tasks SET title = 'raw', version = version + 1 WHERE id = $1`, [task.id]),
+    );
+    await raw.written;
+    const save = t.app.get(TransactionRunner).transaction(async (m) => {
+      const row = await m.getRepository(Task).findOneByOrFail({ id: task.id });
+      expect(row.title).toBe('original');
+      row.priority = 5;
+      await m.getRepository(Task).save(row);
+    });
+    await lockWaiter();
+    raw.release();
+    await Promise.all([raw.done, save]);
+
+    const final = (await t.api(USERS.alice, 'GET', `/api/tasks/${task.id}`)).body;
+    expect(final).toMatchObject({ title: 'raw', priority: 5, version: 3 });
+    const [change] = await c.waitChanges(all, 1);
+    await settle(c);
+    expect(c.changes(all)).toHaveLength(1);
+    // the document is the committed row; of the before-image only the columns this save
+    // wrote are as it loaded them (the raw write's image is nowhere to be read)
+    expect(change.document).toEqual(final);
+    expect(change.changedFields).toEqual(['priority']);
+    const [logged] = (await logOf([task.id])).slice(-1);
+    expect(logged.before).toMatchObject({ title: 'raw', priority: 1 });
   });
 
   it('a save that loaded the row before another writer committed publishes the row as it committed', async () => {

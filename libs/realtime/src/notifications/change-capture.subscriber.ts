@@ -1,5 +1,6 @@
-import { Inject, Injectable, OnModuleInit } from '@nestjs/common';
+import { Inject, Injectable, Logger, OnModuleInit } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
+import { QueryFailedError } from 'typeorm';
 import type {
   DataSource,
   EntitySubscriberInterface,
@@ -49,6 +50,45 @@ const SEQ_LOCK_KEY = 0x7265616c; // 'real'
 const depthOf = (runner: QueryRunner): number =>
   (runner as unknown as { transactionDepth?: number }).transactionDepth ?? 1;
 
+/** The part of node-postgres' client that the COMMIT with the log insert uses. */
+interface PgClient {
+  query(sql: string): Promise<PgResult | PgResult[]>;
+  escapeLiteral(value: string): string;
+}
+interface PgResult {
+  command: string;
+  rows: { seq: number | string }[];
+}
+
+const COMMIT_CALL = /this\.query\(["']COMMIT["']\)/;
+const ridesCommitCache = new WeakMap<object, boolean>();
+
+/**
+ * Does this query runner end a transaction with `this.query("COMMIT")` after the
+ * beforeTransactionCommit listeners, as TypeORM's runners do? Checked once per runner
+ * class: if a TypeORM version commits another way, the log is written in the listener.
+ */
+function ridesCommit(runner: QueryRunner): boolean {
+  const proto = Object.getPrototypeOf(runner) as { commitTransaction?: () => unknown };
+  let rides = ridesCommitCache.get(proto);
+  if (rides === undefined) {
+    rides =
+      typeof proto.commitTransaction === 'function' &&
+      COMMIT_CALL.test(proto.commitTransaction.toString());
+    ridesCommitCache.set(proto, rides);
+  }
+  return rides;
+}
+
+/** node-postgres' client of a PostgreSQL query runner, if that is what it has. */
+function pgClientOf(runner: QueryRunner): PgClient | null {
+  const client = (runner as unknown as { databaseConnection?: Partial<PgClient> })
+    .databaseConnection;
+  return typeof client?.escapeLiteral === 'function' && typeof client.query === 'function'
+    ? (client as PgClient)
+    : null;
+}
+
 /** lockRow found no row: another transaction deleted it before this write could lock it. */
 const GONE = Symbol('gone');
 
@@ -72,10 +112,14 @@ function sameValue(a: unknown, b: unknown): boolean {
  */
 @Injectable()
 export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnModuleInit {
+  private readonly logger = new Logger(ChangeCaptureSubscriber.name);
   private readonly buffers = new WeakMap<QueryRunner, TxBuffer>();
   /** PostgreSQL: the row as committed, read under its lock just before it is written */
   private readonly current = new WeakMap<object, Doc | typeof GONE>();
   private readonly lockSqlCache = new Map<RegisteredCollection, string | null>();
+  /** transactions whose COMMIT will write their change log rows */
+  private readonly riders = new WeakMap<QueryRunner, TxBuffer>();
+  private readonly wrapped = new WeakSet<QueryRunner>();
   private readonly postgres: boolean;
   /** better-sqlite3: the change log insert, prepared once on the driver's connection */
   private readonly sqliteInsert: PreparedSqlite;
@@ -100,6 +144,9 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     const collection = this.registry.forMetadata(event.metadata);
     if (!collection) return;
     if (!event.databaseEntity) return this.refuse(collection, 'update');
+    // the UPDATE of a versioned entity bumps the version: afterUpdate tells from it whether
+    // the row save() loaded was still the committed one, and reads the row only if not
+    if (collection.versionField) return;
     return this.lockRow(event.queryRunner, collection, event.databaseEntity, event.entity);
   }
 
@@ -119,15 +166,19 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
 
   /**
    * The outermost COMMIT is about to run: write the transaction's changes to the change
-   * log now, in this transaction. On PostgreSQL the same statement first takes a
+   * log, in this transaction. On PostgreSQL the same statement first takes a
    * transaction-scoped advisory lock, held until COMMIT, so seqs are drawn in commit
-   * order. Taking it last keeps it short (one INSERT and the COMMIT) and cannot deadlock:
-   * the holder waits for nothing but its own commit.
+   * order. Taking it last keeps it short (one INSERT and the COMMIT, sent together: see
+   * rideCommit) and cannot deadlock: the holder waits for nothing but its own commit.
    */
   beforeTransactionCommit(event: TransactionCommitEvent): Promise<void> | void {
     const runner = event.queryRunner;
     const buffer = this.buffers.get(runner);
     if (!buffer || buffer.entries.length === 0 || depthOf(runner) > 1) return;
+    if (ridesCommit(runner)) {
+      this.rideCommit(runner, buffer);
+      return;
+    }
     return this.writeLog(
       runner,
       buffer.entries.map((e) => e.change),
@@ -151,6 +202,9 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     if (current === GONE) return;
     if (!current) {
       const before = this.registry.toDoc(collection, event.databaseEntity);
+      if (this.raced(event, collection, before, saved)) {
+        return this.captureRaced(event.queryRunner, collection, event, before);
+      }
       return this.capture(event.queryRunner, collection, 'update', before, saved);
     }
     // the columns this UPDATE wrote (and the ones the database bumps) over the row it found
@@ -220,6 +274,7 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
 
   afterTransactionRollback(event: TransactionRollbackEvent): void {
     const runner = event.queryRunner;
+    if (!runner.isTransactionActive) this.riders.delete(runner);
     const buffer = this.buffers.get(runner);
     if (!buffer) return;
     if (!runner.isTransactionActive) {
@@ -232,13 +287,76 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
   }
 
   /**
+   * PostgreSQL, a versioned entity: did another transaction commit a change of the row
+   * between save() loading it and this UPDATE? Every captured write bumps the version by
+   * one (TypeORM's UPDATE sets `version = version + 1` and returns it), so the UPDATE
+   * started from the loaded row exactly when it returned the loaded version plus one.
+   */
+  private raced(
+    event: UpdateEvent<object>,
+    collection: RegisteredCollection,
+    before: Doc,
+    saved: Doc,
+  ): boolean {
+    const field = collection.versionField;
+    if (!this.postgres || !field || !event.queryRunner.isTransactionActive) return false;
+    const loaded = before[field];
+    return (
+      typeof loaded !== 'number' ||
+      saved[field] !== loaded + 1 ||
+      // a version the caller set itself proves nothing
+      event.updatedColumns.some((column) => column.propertyName === field)
+    );
+  }
+
+  /**
+   * The UPDATE of a versioned row ran on a row another transaction had changed since save()
+   * loaded it (or it cannot tell): the row as this UPDATE left it is read under the lock the
+   * UPDATE holds, and the row it started from is that other transaction's logged image.
+   */
+  private async captureRaced(
+    runner: QueryRunner,
+    collection: RegisteredCollection,
+    event: UpdateEvent<object>,
+    loaded: Doc,
+  ): Promise<void> {
+    const after = await this.lockedDoc(runner, collection, event.databaseEntity as object);
+    // another transaction deleted the row meanwhile: this UPDATE changed nothing
+    if (after === GONE || after === null) return;
+    const field = collection.versionField as string;
+    const id = String(after[collection.schema.primaryKey]);
+    const [last] = (await runner.query(
+      `SELECT "after" FROM "change_log" WHERE "collection" = $1 AND "documentId" = $2 ORDER BY "seq" DESC LIMIT 1`,
+      [collection.schema.name, id],
+    )) as { after: string | null }[];
+    const prior = last?.after == null ? null : (JSON.parse(last.after) as Doc);
+    let before: Doc;
+    if (prior && typeof after[field] === 'number' && prior[field] === after[field] - 1) {
+      before = prior;
+    } else {
+      // not in the log (a write that bypassed capture, or retention took it): the columns
+      // this UPDATE did not write are as it found them; those it wrote, as save() loaded them
+      this.logger.warn(
+        `${collection.schema.name} ${id}: the row changed between load and update and its previous image is not in the change log; the change's before-image of the updated columns is the loaded one`,
+      );
+      before = { ...after };
+      for (const column of event.updatedColumns) {
+        before[column.propertyName] = loaded[column.propertyName];
+      }
+      for (const f of collection.bookkeeping) before[f] = loaded[f];
+    }
+    return this.capture(runner, collection, 'update', before, after);
+  }
+
+  /**
    * PostgreSQL runs writers side by side, and save() compares the entity with a copy of the
    * row it loaded without a lock: another transaction may have committed a change of that
    * row since. Locking the row and reading it again, just before this write, gives the exact
    * image the write starts from (no one else can change the row until this transaction
    * ends), so that `before`, `after` and `changedFields` are those of the committed rows.
-   * The lock is the one the UPDATE or DELETE would take next anyway. SQLite writers run one
-   * at a time (TransactionRunner), so what save() loaded is current.
+   * The lock is the one the UPDATE or DELETE would take next anyway. (An UPDATE of a
+   * versioned entity skips this read: its version tells afterwards, see `raced`.) SQLite
+   * writers run one at a time (TransactionRunner), so what save() loaded is current.
    */
   private lockRow(
     runner: QueryRunner,
@@ -257,33 +375,39 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     loaded: object,
     key: object,
   ): Promise<void> {
+    const doc = await this.lockedDoc(runner, collection, loaded);
+    if (doc !== null) this.current.set(key, doc);
+  }
+
+  /** The row of `loaded`'s key, read under a row lock; GONE: no such row; null: no key. */
+  private async lockedDoc(
+    runner: QueryRunner,
+    collection: RegisteredCollection,
+    loaded: object,
+  ): Promise<Doc | typeof GONE | null> {
     const metadata = collection.metadata;
     const sql = this.lockSql(collection);
     if (sql === null) {
       const id = metadata.getEntityIdMap(loaded);
-      if (!id) return;
+      if (!id) return null;
       const row = await runner.manager.findOne(metadata.target, {
         where: id,
         lock: { mode: 'pessimistic_write' },
       });
-      this.current.set(key, row ? this.registry.toDoc(collection, row) : GONE);
-      return;
+      return row ? this.registry.toDoc(collection, row) : GONE;
     }
     const ids = metadata.primaryColumns.map((column) => column.getEntityValue(loaded) as unknown);
-    if (ids.some((id) => id == null)) return;
+    if (ids.some((id) => id == null)) return null;
     // one plain statement instead of a find(): the same lock and row, without building a
     // query and an entity through the ORM on every write
     const rows = (await runner.query(sql, ids)) as Record<string, unknown>[];
-    if (rows.length === 0) {
-      this.current.set(key, GONE);
-      return;
-    }
+    if (rows.length === 0) return GONE;
     const row: object = {};
     const driver = this.dataSource.driver;
     for (const column of metadata.columns) {
       column.setEntityValue(row, driver.prepareHydratedValue(rows[0][column.databaseName], column));
     }
-    this.current.set(key, this.registry.toDoc(collection, row));
+    return this.registry.toDoc(collection, row);
   }
 
   /** `SELECT * … WHERE <primary key> FOR UPDATE` of a collection; null: use find() instead. */
@@ -389,18 +513,7 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
 
   /** Inserts change log rows (in the caller's transaction) and sets their seqs. */
   private writeLog(runner: QueryRunner, changes: ChangeRecord[]): Promise<void> | void {
-    const rows = changes.map((c) => [
-      c.database,
-      c.collection,
-      c.documentId,
-      c.operation,
-      c.before === null ? null : JSON.stringify(c.before),
-      c.after === null ? null : JSON.stringify(c.after),
-      JSON.stringify(c.changedFields),
-      c.actorId,
-      c.version,
-      c.timestamp,
-    ]);
+    const rows = changes.map((c) => [...this.logValues(c), c.version, c.timestamp]);
     if (this.postgres) return this.writePostgresLog(runner, changes, rows);
     // better-sqlite3: the insert runs on the transaction's connection without TypeORM's
     // query path, which cost about a tenth of a write (so TypeORM's query log omits it)
@@ -428,6 +541,88 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
       }
       changes[i].seq = String(seq);
     }
+  }
+
+  /**
+   * The log is written at the COMMIT itself, which TypeORM sends once every commit listener
+   * is done: a change that another listener saves after this one ran is logged too. The
+   * runner's `query` is wrapped (once) to catch that COMMIT.
+   *
+   * PostgreSQL: the seq lock is held from the log insert to the end of COMMIT, so every
+   * moment between the two is a moment no other writer can commit. Sent as two statements,
+   * the gap includes a round trip through this process's event loop (on a busy server,
+   * most of the lock's hold), so they go as one message, `INSERT …; COMMIT`, which the
+   * database runs without a pause.
+   */
+  private rideCommit(runner: QueryRunner, buffer: TxBuffer): void {
+    this.riders.set(runner, buffer);
+    if (this.wrapped.has(runner)) return;
+    // wrapped once for the runner's life (SQLite's one runner serves every transaction)
+    this.wrapped.add(runner);
+    const target = runner as QueryRunner & { query: QueryRunner['query'] };
+    const base = target.query as (...args: unknown[]) => Promise<unknown>;
+    target.query = ((query: string, parameters?: unknown[], structured?: boolean) => {
+      const riding = query === 'COMMIT' ? this.riders.get(runner) : undefined;
+      if (!riding) return base.call(target, query, parameters, structured);
+      this.riders.delete(runner);
+      const changes = riding.entries.map((e) => e.change);
+      const commit = () => base.call(target, query, parameters, structured);
+      if (changes.length === 0) return commit();
+      const client = this.postgres ? pgClientOf(runner) : null;
+      if (client) return this.commitWithLog(runner, client, changes);
+      const written = this.writeLog(runner, changes);
+      return written ? written.then(commit) : commit();
+    }) as QueryRunner['query'];
+  }
+
+  private async commitWithLog(
+    runner: QueryRunner,
+    client: PgClient,
+    changes: ChangeRecord[],
+  ): Promise<never[]> {
+    const statements: string[] = [];
+    for (let from = 0; from < changes.length; from += 1000) {
+      const values = changes.slice(from, from + 1000).map((c, i) => {
+        const text = (v: string | null) => (v === null ? 'NULL' : client.escapeLiteral(v));
+        const int = (v: number | null) =>
+          `${Number.isSafeInteger(v) ? String(v) : 'NULL'}::integer`;
+        return `(${int(i)}, ${this.logValues(c).map(text).join(', ')}, ${int(c.version)}, ${text(c.timestamp)})`;
+      });
+      statements.push(
+        `WITH seq_lock AS (SELECT pg_advisory_xact_lock(${SEQ_LOCK_KEY})) INSERT INTO "change_log" (${COLUMNS}) SELECT ${VALUE_COLUMNS} FROM (VALUES ${values.join(', ')}) AS v(ord, ${VALUE_COLUMNS}), seq_lock ORDER BY v.ord RETURNING "seq"`,
+      );
+    }
+    const sql = `${statements.join('; ')}; COMMIT`;
+    const logger = runner.connection.logger;
+    logger.logQuery(sql, undefined, runner);
+    let results: PgResult[];
+    try {
+      const raw = await client.query(sql);
+      results = Array.isArray(raw) ? raw : [raw];
+    } catch (e) {
+      logger.logQueryError(e as Error, sql, undefined, runner);
+      throw new QueryFailedError(sql, undefined, e as Error);
+    }
+    statements.forEach((_, k) => {
+      // inserted in `ord` order, so ascending seqs belong to the rows in that order
+      const seqs = results[k].rows.map((r) => Number(r.seq)).sort((a, b) => a - b);
+      seqs.forEach((seq, i) => (changes[k * 1000 + i].seq = String(seq)));
+    });
+    return [];
+  }
+
+  /** The text columns of a change's log row, from `database` to `actorId`. */
+  private logValues(c: ChangeRecord): (string | null)[] {
+    return [
+      c.database,
+      c.collection,
+      c.documentId,
+      c.operation,
+      c.before === null ? null : JSON.stringify(c.before),
+      c.after === null ? null : JSON.stringify(c.after),
+      JSON.stringify(c.changedFields),
+      c.actorId,
+    ];
   }
 
   private async writePostgresLog(
