@@ -14,8 +14,9 @@ export type ChangeHandler = (changes: ChangeRecord[]) => void;
 
 /**
  * Turns whatever the bus delivers into the exact committed sequence: every seq once, in
- * order. Changes that arrive ahead of the next expected seq wait while the missing range
- * is read from the change log. Because seqs are drawn under a lock held until commit, a
+ * order. Changes that arrive ahead of the next expected seq wait for the rest of the
+ * event-loop turn (the missing ones' messages are usually right behind), then while the
+ * missing range is read from the change log. Because seqs are drawn under a lock held until commit, a
  * committed change with seq M proves every smaller seq is already committed or rolled
  * back, so the log read is final and nothing waits longer than one query. A periodic poll
  * of the log's head catches the last changes of a burst whose bus messages were lost.
@@ -78,8 +79,20 @@ export class ChangeFeedService implements OnApplicationBootstrap, OnApplicationS
       }
     }
     if (ready.length) this.emit(ready);
-    if (this.pending.size) void this.drain(0);
+    if (this.pending.size && !this.drainScheduled) {
+      // the missing commits' own messages are usually a moment behind (concurrent COMMITs
+      // are acknowledged, and published, in whatever order their sockets are read): give
+      // the rest of this event-loop turn's input a chance before reading the log
+      this.drainScheduled = true;
+      setImmediate(this.scheduledDrain);
+    }
   }
+
+  private drainScheduled = false;
+  private readonly scheduledDrain = (): void => {
+    this.drainScheduled = false;
+    if (this.pending.size) void this.drain(0);
+  };
 
   /** Reads anything committed beyond our position (bus reconnect, poll). */
   async catchUp(): Promise<void> {

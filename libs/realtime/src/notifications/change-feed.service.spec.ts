@@ -1,0 +1,72 @@
+import type { ChangeRecord } from '../realtime.types';
+import { ChangeFeedService } from './change-feed.service';
+import type { ChangeLogService } from './change-log.service';
+import { InProcessChangeBus } from './in-process-change-bus';
+
+const change = (seq: number): ChangeRecord => ({
+  seq: String(seq),
+  database: 'default',
+  collection: 'tasks',
+  documentId: `d${seq}`,
+  operation: 'update',
+  before: null,
+  after: { id: `d${seq}` },
+  changedFields: [],
+  actorId: null,
+  timestamp: '2026-11-29T00:00:00.000Z',
+  version: null,
+});
+
+/** The change log as the feed sees it: a head, and what a range read would find. */
+function fakeLog(committed: ChangeRecord[]) {
+  const reads: [number, number][] = [];
+  const log = {
+    head: async () => 0,
+    range: async (after: number, before: number) => {
+      reads.push([after, before]);
+      return committed.filter((c) => Number(c.seq) > after && Number(c.seq) < before);
+    },
+  };
+  return { log: log as unknown as ChangeLogService, reads };
+}
+
+async function startFeed(committed: ChangeRecord[]) {
+  const bus = new InProcessChangeBus();
+  const { log, reads } = fakeLog(committed);
+  const feed = new ChangeFeedService(bus, log);
+  const delivered: string[] = [];
+  feed.onChanges((changes) => delivered.push(...changes.map((c) => c.seq)));
+  await feed.onApplicationBootstrap();
+  feed.onApplicationShutdown(); // no poller: only what the test publishes
+  return { bus, feed, delivered, reads };
+}
+
+const turn = () => new Promise((resolve) => setImmediate(resolve));
+const settle = async () => {
+  for (let i = 0; i < 5; i++) await turn();
+};
+
+describe('ChangeFeedService', () => {
+  it('commits published out of order within one event-loop turn: delivered in seq order, the log not read', async () => {
+    const { bus, delivered, reads } = await startFeed([]);
+    bus.publish([change(2)]);
+    bus.publish([change(3)]);
+    bus.publish([change(1)]);
+    await settle();
+    expect(delivered).toEqual(['1', '2', '3']);
+    expect(reads).toEqual([]);
+  });
+
+  it('a gap still open after the turn is read from the log; a seq not there was rolled back', async () => {
+    // seq 1 committed but its message was lost; seq 2 rolled back
+    const { bus, delivered, reads } = await startFeed([change(1)]);
+    bus.publish([change(3)]);
+    await settle();
+    expect(reads).toEqual([[0, 3]]);
+    expect(delivered).toEqual(['1', '3']);
+    bus.publish([change(1)]); // a late duplicate changes nothing
+    bus.publish([change(4)]);
+    await settle();
+    expect(delivered).toEqual(['1', '3', '4']);
+  });
+});
