@@ -22,16 +22,24 @@ import { loadConfig } from '../src/config/app.config';
 import { prepareSqlite } from '../src/database/database.options';
 import { Project } from '../src/projects/project.entity';
 import { Task } from '../src/tasks/task.entity';
+import { commandCpuMs } from './lib/proc';
 
 const MS = Number(process.env.WRITE_BENCH_MS ?? 3000);
 const ROUNDS = 6;
 const PG_ADMIN = process.env.WRITE_BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+/** CPU per committed write, µs: this process, and (PostgreSQL) the database's processes */
+interface Cpu {
+  node: number;
+  pg?: number;
+}
 
 interface Row {
   db: string;
   writers: number;
   bare: number;
   pipeline: number;
+  cpu: { bare: Cpu; pipeline: Cpu };
   /** SQLite: the pipeline with SQLite's own in-line checkpoints (SQLITE_CHECKPOINT_MS=0) */
   inline?: number;
 }
@@ -92,17 +100,37 @@ async function count(side: Side, writers: number, ms: number): Promise<number> {
 /**
  * All sides in the same process, measured in alternating rounds (this machine's speed
  * drifts by 10–20 % over seconds; alternating puts every side under the same drift).
- * Returns committed writes/s of each side.
+ * Returns committed writes/s of each side, and its CPU per write (PostgreSQL's processes
+ * too when `pg`: nothing else is expected to use that server meanwhile).
  */
-async function compare(sides: Side[], writers: number): Promise<number[]> {
+async function compare(
+  sides: Side[],
+  writers: number,
+  pg = false,
+): Promise<{ rate: number; cpu: Cpu }[]> {
   const round = MS / ROUNDS;
   for (const side of sides) await count(side, writers, 200); // warm-up
-  const totals = sides.map(() => 0);
+  const totals = sides.map(() => ({ n: 0, nodeMs: 0, pgMs: 0 }));
   for (let r = 0; r < ROUNDS; r++) {
-    for (let i = 0; i < sides.length; i++) totals[i] += await count(sides[i], writers, round);
+    for (let i = 0; i < sides.length; i++) {
+      const cpu0 = process.cpuUsage();
+      const pg0 = pg ? commandCpuMs('postgres') : 0;
+      totals[i].n += await count(sides[i], writers, round);
+      const cpu = process.cpuUsage(cpu0);
+      totals[i].nodeMs += (cpu.user + cpu.system) / 1000;
+      if (pg) totals[i].pgMs += commandCpuMs('postgres') - pg0;
+    }
   }
-  return totals.map((n) => (n * 1000) / MS);
+  return totals.map((t) => ({
+    rate: (t.n * 1000) / MS,
+    cpu: {
+      node: (t.nodeMs * 1000) / t.n,
+      ...(pg ? { pg: (t.pgMs * 1000) / t.n } : {}),
+    },
+  }));
 }
+
+const us = (v: number | undefined) => (v === undefined ? '–' : `${v.toFixed(0)}`);
 
 async function seed(
   repo: Repository<Task>,
@@ -213,10 +241,18 @@ async function main(): Promise<void> {
       { DATA_DIR: join(dir, 'inline'), SQLITE_CHECKPOINT_MS: '0' },
       writers,
     );
-    const [b, p, inline] = await compare([bareSide, pipelineSide, inlineSide], writers);
+    const [bs, ps, is] = await compare([bareSide, pipelineSide, inlineSide], writers);
+    const [b, p, inline] = [bs.rate, ps.rate, is.rate];
     for (const side of [bareSide, pipelineSide, inlineSide]) await side.close();
     rmSync(dir, { recursive: true, force: true });
-    rows.push({ db: 'sqlite', writers, bare: b, pipeline: p, inline });
+    rows.push({
+      db: 'sqlite',
+      writers,
+      bare: b,
+      pipeline: p,
+      inline,
+      cpu: { bare: bs.cpu, pipeline: ps.cpu },
+    });
     console.log(
       `sqlite     writers=${writers}: bare ${b.toFixed(0)}/s, pipeline ${p.toFixed(0)}/s (${(p / b).toFixed(2)}×), in-line checkpoints ${inline.toFixed(0)}/s (${(inline / b).toFixed(2)}×)`,
     );
@@ -236,12 +272,19 @@ async function main(): Promise<void> {
       writers,
     );
     const pipelineSide = await pipeline({ DATABASE_URL: c.url }, writers);
-    const [b, p] = await compare([bareSide, pipelineSide], writers);
+    const [bs, ps] = await compare([bareSide, pipelineSide], writers, true);
+    const [b, p] = [bs.rate, ps.rate];
     await bareSide.close();
     await pipelineSide.close();
     await a.drop();
     await c.drop();
-    rows.push({ db: 'postgres', writers, bare: b, pipeline: p });
+    rows.push({
+      db: 'postgres',
+      writers,
+      bare: b,
+      pipeline: p,
+      cpu: { bare: bs.cpu, pipeline: ps.cpu },
+    });
     console.log(
       `postgres   writers=${writers}: bare ${b.toFixed(0)}/s, pipeline ${p.toFixed(0)}/s (${(p / b).toFixed(2)}×)`,
     );
@@ -258,6 +301,17 @@ async function main(): Promise<void> {
         : `${r.inline.toFixed(0)} | ${(r.inline / r.bare).toFixed(2)}×`;
     console.log(
       `| ${r.db} | ${r.writers} | ${r.bare.toFixed(0)} | ${r.pipeline.toFixed(0)} | ${(r.pipeline / r.bare).toFixed(2)}× | ${inline} |`,
+    );
+  }
+  console.log('\nCPU per committed write, µs: this process (both sides run in it), PostgreSQL');
+  console.log(
+    '| database | writers | bare: node | pipeline: node | bare: PostgreSQL | pipeline: PostgreSQL |',
+  );
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
+  for (const r of rows) {
+    const { bare: b, pipeline: p } = r.cpu;
+    console.log(
+      `| ${r.db} | ${r.writers} | ${us(b.node)} | ${us(p.node)} | ${us(b.pg)} | ${us(p.pg)} |`,
     );
   }
   console.log(`WRITE_PATH_JSON ${JSON.stringify(rows)}`);

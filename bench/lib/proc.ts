@@ -63,6 +63,24 @@ export function cpuMs(pid: number): number {
   return (ticks * 1000) / CLK_TCK;
 }
 
+/** utime+stime of every process whose command name is `comm` (e.g. `postgres`), in ms. */
+export function commandCpuMs(comm: string): number {
+  let ticks = 0;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let text: string;
+    try {
+      text = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // ended meanwhile
+    }
+    if (text.slice(text.indexOf('(') + 1, text.lastIndexOf(')')) !== comm) continue;
+    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    ticks += Number(fields[11]) + Number(fields[12]);
+  }
+  return (ticks * 1000) / CLK_TCK;
+}
+
 /**
  * Machine-wide CPU time, ms, from the first line of /proc/stat: `busy` is user + nice +
  * system (time charged to processes), `interrupts` is irq + softirq (loopback TCP is largely
