@@ -257,39 +257,84 @@ describeEachDb('engine', (db: DatabaseKind) => {
       expect((await logOf([kept.id])).map((r) => r.operation)).toEqual(['insert', 'update']);
     });
 
-    it('a change saved by another commit listener, after the one of change capture ran, is logged and delivered with the rest', async () => {
+    it.each([
+      ['a transaction that saved a task too', true],
+      ['a transaction that saved nothing of a registered entity', false],
+    ])(
+      'a change saved by another commit listener, after the one of change capture ran, is logged and delivered (%s)',
+      async (_, alsoSaves) => {
+        const pid = await newProject();
+        const c = await connect(USERS.alice);
+        const sub = await c.subscribe(tasksOf(pid));
+        const dataSource = t.app.get(DataSource);
+        let marked: QueryRunner | undefined;
+        // registered after change capture; TypeORM starts every listener, then awaits them
+        const listener: EntitySubscriberInterface = {
+          beforeTransactionCommit: async (event) => {
+            if (!marked || event.queryRunner !== marked) return;
+            marked = undefined;
+            await new Promise((r) => setTimeout(r, 10));
+            await event.manager
+              .getRepository(Task)
+              .save(draft(event.manager, pid, 'by the listener'));
+          },
+        };
+        dataSource.subscribers.push(listener);
+        try {
+          await t.app.get(TransactionRunner).transaction(async (m) => {
+            marked = m.queryRunner;
+            if (alsoSaves) await m.getRepository(Task).save(draft(m, pid, 'by the transaction'));
+            else await m.query('SELECT 1');
+          });
+        } finally {
+          dataSource.subscribers.splice(dataSource.subscribers.indexOf(listener), 1);
+        }
+        const titles = alsoSaves ? ['by the transaction', 'by the listener'] : ['by the listener'];
+        await c.waitChanges(sub, titles.length);
+        await settle(c);
+        const got = c.changes(sub);
+        expect(got.map((x) => x.document.title)).toEqual(titles);
+        expectIncreasing(seqs(got));
+        const log = await logOf(got.map((x) => x.documentId));
+        expect(log.map((r) => String(r.seq))).toEqual(got.map((x) => x.seq));
+      },
+    );
+
+    it('a commit listener that fails rolls the transaction back (nothing delivered or logged); the next transaction is logged and delivered once', async () => {
       const pid = await newProject();
       const c = await connect(USERS.alice);
       const sub = await c.subscribe(tasksOf(pid));
       const dataSource = t.app.get(DataSource);
+      const runner = t.app.get(TransactionRunner);
       let marked: QueryRunner | undefined;
-      // registered after change capture: TypeORM calls it later in the same round
       const listener: EntitySubscriberInterface = {
-        beforeTransactionCommit: async (event) => {
-          if (!marked || event.queryRunner !== marked) return;
-          marked = undefined;
-          await new Promise((r) => setTimeout(r, 10));
-          await event.manager
-            .getRepository(Task)
-            .save(draft(event.manager, pid, 'by the listener'));
-        },
+        beforeTransactionCommit: (event) =>
+          event.queryRunner === marked ? Promise.reject(new Error('listener says no')) : undefined,
       };
       dataSource.subscribers.push(listener);
       try {
-        await t.app.get(TransactionRunner).transaction(async (m) => {
+        const failed = runner.transaction(async (m) => {
           marked = m.queryRunner;
-          await m.getRepository(Task).save(draft(m, pid, 'by the transaction'));
+          await m.getRepository(Task).save(draft(m, pid, 'refused'));
         });
+        await expect(failed).rejects.toThrow('listener says no');
       } finally {
+        marked = undefined;
         dataSource.subscribers.splice(dataSource.subscribers.indexOf(listener), 1);
       }
-      await c.waitChanges(sub, 2);
+      // on SQLite the same query runner serves this one: nothing of the failed one remains
+      await runner.transaction((m) => m.getRepository(Task).save(draft(m, pid, 'accepted')));
+      const [change] = await c.waitChanges(sub, 1);
       await settle(c);
-      const got = c.changes(sub);
-      expect(got.map((x) => x.document.title)).toEqual(['by the transaction', 'by the listener']);
-      expectIncreasing(seqs(got));
-      const log = await logOf(got.map((x) => x.documentId));
-      expect(log.map((r) => String(r.seq))).toEqual(got.map((x) => x.seq));
+      expect(c.changes(sub)).toHaveLength(1);
+      expect(change.document.title).toBe('accepted');
+      expect(await listAll(USERS.alice, pid)).toHaveLength(1);
+      const log = await logOf([change.documentId]);
+      expect(log.map((r) => String(r.seq))).toEqual([change.seq]);
+      const all = await dataSource
+        .getRepository(ChangeLogEntry)
+        .find({ where: { collection: 'tasks' }, order: { seq: 'DESC' }, take: 3 });
+      expect(all.filter((r) => r.after?.title === 'refused')).toEqual([]);
     });
 
     it('a rolled-back savepoint drops only its own changes; the outer commit delivers the rest', async () => {
@@ -1516,6 +1561,135 @@ describe('engine: concurrent writers [postgres]', () => {
       await dataSource.query('DROP TRIGGER refuse_at_commit ON tasks');
       await dataSource.query('DROP FUNCTION refuse_at_commit()');
     }
+  });
+
+  it('quotes, backslashes and other awkward text reach the change log and the subscribers intact (the log INSERT is sent as literals with the COMMIT)', async () => {
+    const pid = await newProject();
+    const c = await connect(USERS.alice);
+    const sub = await c.subscribe(tasksOf(pid));
+    const titles = [
+      `it's`,
+      String.raw`back\slash \' \\ \n`,
+      `$$ dollar $tag$ ; COMMIT; -- not a comment`,
+      `"quoted" E'x' U&'d' é 漢字 😀`,
+    ];
+    const created: string[] = [];
+    for (const title of titles) created.push((await createTask(USERS.alice, pid, { title })).id);
+    await c.waitChanges(sub, titles.length);
+    await settle(c);
+    expect(c.changes(sub).map((x) => x.document.title)).toEqual(titles);
+    const log = await logOf(created);
+    expect(log.map((r) => r.after?.title)).toEqual(titles);
+  });
+
+  it('a transaction whose log rows exceed one message (16 MB of SQL) is logged row by row before its COMMIT, and delivered', async () => {
+    const pid = await newProject();
+    const c = await connect(USERS.alice);
+    // only the small last task matches: the big ones are not sent to the test client
+    const sub = await c.subscribe(
+      tasksOf(pid, {}, [{ type: 'field', field: 'title', operator: 'eq', value: 'last' }]),
+    );
+    // tags go through the entity, not the REST schema: 36 tasks of ~0.5 MB each
+    const tags = Array.from({ length: 10_000 }, (_, i) => `tag-${i}-${'x'.repeat(40)}`);
+    const ids: string[] = [];
+    await t.app.get(TransactionRunner).transaction(async (m) => {
+      for (let i = 0; i < 36; i++) {
+        ids.push((await m.getRepository(Task).save({ ...draft(m, pid, `big ${i}`), tags })).id);
+      }
+      ids.push((await m.getRepository(Task).save(draft(m, pid, 'last'))).id);
+    });
+    const [last] = await c.waitChanges(sub, 1, 30_000);
+    await settle(c);
+    expect(last.documentId).toBe(ids[36]);
+    const log = await logOf(ids);
+    expect(log.map((r) => r.documentId)).toEqual(ids);
+    expect(log.slice(0, 36).every((r) => (r.after?.tags as string[]).length === tags.length)).toBe(
+      true,
+    );
+    expectIncreasing(log.map((r) => r.seq));
+    expect(String(log[36].seq)).toBe(last.seq);
+  });
+
+  it('a query runner used for several transactions logs and delivers each once', async () => {
+    const pid = await newProject();
+    const c = await connect(USERS.alice);
+    const sub = await c.subscribe(tasksOf(pid));
+    const qr = t.app.get(DataSource).createQueryRunner();
+    try {
+      for (const title of ['first', 'second', 'third']) {
+        await qr.startTransaction();
+        await qr.manager.getRepository(Task).save(draft(qr.manager, pid, title));
+        if (title === 'second') await qr.rollbackTransaction();
+        else await qr.commitTransaction();
+      }
+    } finally {
+      await qr.release();
+    }
+    await c.waitChanges(sub, 2);
+    await settle(c);
+    expect(c.changes(sub).map((x) => x.document.title)).toEqual(['first', 'third']);
+    const log = await logOf(c.changes(sub).map((x) => x.documentId));
+    expect(log.map((r) => String(r.seq))).toEqual(c.changes(sub).map((x) => x.seq));
+  });
+
+  it('an update of a versioned row sends no re-read FOR UPDATE and no INSERT of its own: the log row goes with the COMMIT', async () => {
+    const pid = await newProject();
+    const task = await createTask(USERS.alice, pid, { title: 'counted' });
+    const c = await connect(USERS.alice);
+    const sub = await c.subscribe(tasksOf(pid));
+    const dataSource = t.app.get(DataSource);
+    const seen: string[] = [];
+    let watched: QueryRunner | undefined;
+    const counter: EntitySubscriberInterface = {
+      beforeQuery: (event) => {
+        if (event.queryRunner === watched) seen.push(event.query.replace(/\s+/g, ' ').slice(0, 40));
+      },
+    };
+    dataSource.subscribers.push(counter);
+    try {
+      await t.app.get(TransactionRunner).transaction(async (m) => {
+        watched = m.queryRunner;
+        const row = await m.getRepository(Task).findOneByOrFail({ id: task.id });
+        row.title = 'counted again';
+        await m.getRepository(Task).save(row);
+      });
+    } finally {
+      dataSource.subscribers.splice(dataSource.subscribers.indexOf(counter), 1);
+    }
+    const [change] = await c.waitChanges(sub, 1);
+    expect(change).toMatchObject({ changedFields: ['title'], document: { version: 2 } });
+    expect(seen.some((q) => /FOR UPDATE/.test(q))).toBe(false);
+    expect(seen.some((q) => /INSERT INTO "change_log"|seq_lock/.test(q))).toBe(false);
+    expect(seen.filter((q) => /^UPDATE "tasks"/.test(q))).toHaveLength(1);
+    const [logged] = await logOf([task.id]).then((rows) => rows.slice(-1));
+    expect(logged).toMatchObject({ version: 2, before: { title: 'counted', version: 1 } });
+  });
+
+  it('two objects of one row saved together: the second UPDATE starts from the first, whose image comes from the same transaction', async () => {
+    const pid = await newProject();
+    const task = await createTask(USERS.alice, pid, { title: 'original', priority: 1 });
+    const c = await connect(USERS.alice);
+    const sub = await c.subscribe(tasksOf(pid));
+    await t.app.get(TransactionRunner).transaction(async (m) => {
+      const repo = m.getRepository(Task);
+      const a = await repo.findOneByOrFail({ id: task.id });
+      const b = await repo.findOneByOrFail({ id: task.id });
+      a.title = 'by a';
+      b.priority = 5;
+      b.title = 'by b';
+      await repo.save([a, b]);
+    });
+    const changes = await c.waitChanges(sub, 2);
+    await settle(c);
+    expect(changes.map((x) => x.metadata.version)).toEqual([2, 3]);
+    const log = (await logOf([task.id])).slice(-2);
+    expect(log[0]).toMatchObject({ before: { title: 'original', version: 1 } });
+    // the second's before-image is the first's after-image, not the row as loaded
+    expect(log[1]).toMatchObject({
+      before: { title: 'by a', priority: 1, version: 2 },
+      after: { title: 'by b', priority: 5, version: 3 },
+    });
+    expect(log[1].changedFields).toEqual(['title', 'priority']);
   });
 
   it('a save racing a write that bypassed capture (raw SQL) still publishes the row as it committed', async () => {

@@ -60,6 +60,19 @@ interface PgResult {
   rows: { seq: number | string }[];
 }
 
+/** How far back (rows of the collection) a raced UPDATE looks for the row's previous image. */
+const RACE_LOOKBACK = 10_000;
+
+/** A version column's value as a number (pg returns bigint columns as strings). */
+function versionOf(value: unknown): number | null {
+  if (typeof value === 'number') return Number.isSafeInteger(value) ? value : null;
+  if (typeof value === 'string' && /^-?\d{1,15}$/.test(value)) return Number(value);
+  return null;
+}
+
+/** Above this many characters of log rows, INSERT and COMMIT are not sent as one message. */
+const MAX_COMMIT_MESSAGE = 16 * 1024 * 1024;
+
 const COMMIT_CALL = /this\.query\(["']COMMIT["']\)/;
 const ridesCommitCache = new WeakMap<object, boolean>();
 
@@ -118,7 +131,7 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
   private readonly current = new WeakMap<object, Doc | typeof GONE>();
   private readonly lockSqlCache = new Map<RegisteredCollection, string | null>();
   /** transactions whose COMMIT will write their change log rows */
-  private readonly riders = new WeakMap<QueryRunner, TxBuffer>();
+  private readonly riders = new WeakSet<QueryRunner>();
   private readonly wrapped = new WeakSet<QueryRunner>();
   private readonly postgres: boolean;
   /** better-sqlite3: the change log insert, prepared once on the driver's connection */
@@ -173,12 +186,14 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
    */
   beforeTransactionCommit(event: TransactionCommitEvent): Promise<void> | void {
     const runner = event.queryRunner;
-    const buffer = this.buffers.get(runner);
-    if (!buffer || buffer.entries.length === 0 || depthOf(runner) > 1) return;
+    if (depthOf(runner) > 1) return;
     if (ridesCommit(runner)) {
-      this.rideCommit(runner, buffer);
+      // armed even with nothing captured yet: another commit listener may still save
+      this.rideCommit(runner);
       return;
     }
+    const buffer = this.buffers.get(runner);
+    if (!buffer || buffer.entries.length === 0) return;
     return this.writeLog(
       runner,
       buffer.entries.map((e) => e.change),
@@ -267,9 +282,19 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     this.buffers.delete(runner);
     if (buffer.entries.length === 0) return;
     const committedAt = Date.now();
-    const changes = buffer.entries.map((e) => e.change);
-    for (const change of changes) change.committedAt = committedAt;
-    this.bus.publish(changes);
+    const changes: ChangeRecord[] = [];
+    for (const { change } of buffer.entries) {
+      change.committedAt = committedAt;
+      if (change.seq !== '') changes.push(change);
+    }
+    if (changes.length < buffer.entries.length) {
+      // only when the log is written in the listener (a TypeORM that commits otherwise)
+      // and another commit listener saved after it: committed, but in no log
+      this.logger.error(
+        `${buffer.entries.length - changes.length} committed change(s) have no change log row (saved by a commit listener after change capture's own): not delivered`,
+      );
+    }
+    if (changes.length) this.bus.publish(changes);
   }
 
   afterTransactionRollback(event: TransactionRollbackEvent): void {
@@ -300,10 +325,10 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
   ): boolean {
     const field = collection.versionField;
     if (!this.postgres || !field || !event.queryRunner.isTransactionActive) return false;
-    const loaded = before[field];
+    const loaded = versionOf(before[field]);
     return (
-      typeof loaded !== 'number' ||
-      saved[field] !== loaded + 1 ||
+      loaded === null ||
+      versionOf(saved[field]) !== loaded + 1 ||
       // a version the caller set itself proves nothing
       event.updatedColumns.some((column) => column.propertyName === field)
     );
@@ -325,13 +350,28 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     if (after === GONE || after === null) return;
     const field = collection.versionField as string;
     const id = String(after[collection.schema.primaryKey]);
-    const [last] = (await runner.query(
-      `SELECT "after" FROM "change_log" WHERE "collection" = $1 AND "documentId" = $2 ORDER BY "seq" DESC LIMIT 1`,
-      [collection.schema.name, id],
-    )) as { after: string | null }[];
-    const prior = last?.after == null ? null : (JSON.parse(last.after) as Doc);
+    const version = versionOf(after[field]);
+    const isPrevious = (doc: Doc | null): doc is Doc =>
+      doc !== null && version !== null && versionOf(doc[field]) === version - 1;
+    // this transaction's own earlier change of the row (not logged until COMMIT), else the
+    // newest logged one among the collection's latest RACE_LOOKBACK rows
+    let prior: Doc | null = null;
+    const own = this.buffers.get(runner)?.entries ?? [];
+    for (let i = own.length - 1; i >= 0 && prior === null; i--) {
+      const { change } = own[i];
+      if (change.collection === collection.schema.name && change.documentId === id) {
+        prior = change.after;
+      }
+    }
+    if (!isPrevious(prior)) {
+      const [last] = (await runner.query(
+        `SELECT "after" FROM (SELECT "seq", "after", "documentId" FROM "change_log" WHERE "collection" = $1 ORDER BY "seq" DESC LIMIT ${RACE_LOOKBACK}) AS recent WHERE "documentId" = $2 ORDER BY "seq" DESC LIMIT 1`,
+        [collection.schema.name, id],
+      )) as { after: string | null }[];
+      prior = last?.after == null ? null : (JSON.parse(last.after) as Doc);
+    }
     let before: Doc;
-    if (prior && typeof after[field] === 'number' && prior[field] === after[field] - 1) {
+    if (isPrevious(prior)) {
       before = prior;
     } else {
       // not in the log (a write that bypassed capture, or retention took it): the columns
@@ -493,7 +533,7 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
       changedFields,
       actorId: actorOf(runner) ?? RequestContext.principal()?.userId ?? null,
       timestamp: new Date().toISOString(),
-      version: collection.versionField ? ((doc[collection.versionField] as number) ?? null) : null,
+      version: collection.versionField ? versionOf(doc[collection.versionField]) : null,
     };
     if (!runner.isTransactionActive) return this.logCommitted(runner, change);
     let buffer = this.buffers.get(runner);
@@ -554,45 +594,59 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
    * most of the lock's hold), so they go as one message, `INSERT …; COMMIT`, which the
    * database runs without a pause.
    */
-  private rideCommit(runner: QueryRunner, buffer: TxBuffer): void {
-    this.riders.set(runner, buffer);
+  private rideCommit(runner: QueryRunner): void {
+    this.riders.add(runner);
     if (this.wrapped.has(runner)) return;
     // wrapped once for the runner's life (SQLite's one runner serves every transaction)
     this.wrapped.add(runner);
     const target = runner as QueryRunner & { query: QueryRunner['query'] };
     const base = target.query as (...args: unknown[]) => Promise<unknown>;
     target.query = ((query: string, parameters?: unknown[], structured?: boolean) => {
-      const riding = query === 'COMMIT' ? this.riders.get(runner) : undefined;
-      if (!riding) return base.call(target, query, parameters, structured);
-      this.riders.delete(runner);
-      const changes = riding.entries.map((e) => e.change);
+      if (query !== 'COMMIT' || !this.riders.delete(runner)) {
+        return base.call(target, query, parameters, structured);
+      }
+      const changes = this.buffers.get(runner)?.entries.map((e) => e.change) ?? [];
       const commit = () => base.call(target, query, parameters, structured);
       if (changes.length === 0) return commit();
       const client = this.postgres ? pgClientOf(runner) : null;
-      if (client) return this.commitWithLog(runner, client, changes);
+      const sql = client ? this.logAndCommitSql(client, changes) : null;
+      if (client && sql) return this.commitWithLog(runner, client, sql, changes);
+      // SQLite, or a transaction too large for one message: the log rows, then the COMMIT
       const written = this.writeLog(runner, changes);
       return written ? written.then(commit) : commit();
     }) as QueryRunner['query'];
   }
 
-  private async commitWithLog(
-    runner: QueryRunner,
-    client: PgClient,
-    changes: ChangeRecord[],
-  ): Promise<never[]> {
+  /**
+   * `INSERT …; COMMIT` for the changes, with every value a literal escaped by the pg
+   * client; null when it would exceed MAX_COMMIT_MESSAGE (such a transaction is logged by
+   * parameterized INSERTs in 1 000-row chunks instead, then committed).
+   */
+  private logAndCommitSql(client: PgClient, changes: ChangeRecord[]): string | null {
+    const text = (v: string | null) => (v === null ? 'NULL' : client.escapeLiteral(v));
+    const int = (v: unknown) => `${versionOf(v) ?? 'NULL'}::integer`;
     const statements: string[] = [];
+    let size = 0;
     for (let from = 0; from < changes.length; from += 1000) {
       const values = changes.slice(from, from + 1000).map((c, i) => {
-        const text = (v: string | null) => (v === null ? 'NULL' : client.escapeLiteral(v));
-        const int = (v: number | null) =>
-          `${Number.isSafeInteger(v) ? String(v) : 'NULL'}::integer`;
-        return `(${int(i)}, ${this.logValues(c).map(text).join(', ')}, ${int(c.version)}, ${text(c.timestamp)})`;
+        const row = `(${int(i)}, ${this.logValues(c).map(text).join(', ')}, ${int(c.version)}, ${text(c.timestamp)})`;
+        size += row.length;
+        return row;
       });
+      if (size > MAX_COMMIT_MESSAGE) return null;
       statements.push(
         `WITH seq_lock AS (SELECT pg_advisory_xact_lock(${SEQ_LOCK_KEY})) INSERT INTO "change_log" (${COLUMNS}) SELECT ${VALUE_COLUMNS} FROM (VALUES ${values.join(', ')}) AS v(ord, ${VALUE_COLUMNS}), seq_lock ORDER BY v.ord RETURNING "seq"`,
       );
     }
-    const sql = `${statements.join('; ')}; COMMIT`;
+    return `${statements.join('; ')}; COMMIT`;
+  }
+
+  private async commitWithLog(
+    runner: QueryRunner,
+    client: PgClient,
+    sql: string,
+    changes: ChangeRecord[],
+  ): Promise<never[]> {
     const logger = runner.connection.logger;
     logger.logQuery(sql, undefined, runner);
     let results: PgResult[];
@@ -603,11 +657,12 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
       logger.logQueryError(e as Error, sql, undefined, runner);
       throw new QueryFailedError(sql, undefined, e as Error);
     }
-    statements.forEach((_, k) => {
+    // one result per 1 000-row INSERT, then the COMMIT's
+    for (let k = 0; k * 1000 < changes.length; k++) {
       // inserted in `ord` order, so ascending seqs belong to the rows in that order
       const seqs = results[k].rows.map((r) => Number(r.seq)).sort((a, b) => a - b);
       seqs.forEach((seq, i) => (changes[k * 1000 + i].seq = String(seq)));
-    });
+    }
     return [];
   }
 
