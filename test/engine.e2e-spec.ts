@@ -1438,6 +1438,28 @@ describe('engine: concurrent writers [postgres]', () => {
     return { written, release, done };
   }
 
+  /**
+   * Once `held` has written the task (not committed), saves priority 5 in another
+   * transaction that loads the row as it was ('original'), releases `held` when that save
+   * waits for the row lock, and returns the task as committed.
+   */
+  async function savePriorityBehind(
+    held: ReturnType<typeof heldTransaction>,
+    taskId: string,
+  ): Promise<Doc> {
+    await held.written;
+    const save = t.app.get(TransactionRunner).transaction(async (m) => {
+      const row = await m.getRepository(Task).findOneByOrFail({ id: taskId });
+      expect(row.title).toBe('original');
+      row.priority = 5;
+      await m.getRepository(Task).save(row);
+    });
+    await lockWaiter();
+    held.release();
+    await Promise.all([held.done, save]);
+    return (await t.api(USERS.alice, 'GET', `/api/tasks/${taskId}`)).body;
+  }
+
   it('seq order is commit order: a transaction that wrote first but commits last gets the later seq', async () => {
     const pid = await newProject();
     const c = await connect(USERS.alice);
@@ -1702,18 +1724,7 @@ describe('engine: concurrent writers [postgres]', () => {
     const raw = heldTransaction((m) =>
       m.query(`UPDATE tasks SET title = 'raw', version = version + 1 WHERE id = $1`, [task.id]),
     );
-    await raw.written;
-    const save = t.app.get(TransactionRunner).transaction(async (m) => {
-      const row = await m.getRepository(Task).findOneByOrFail({ id: task.id });
-      expect(row.title).toBe('original');
-      row.priority = 5;
-      await m.getRepository(Task).save(row);
-    });
-    await lockWaiter();
-    raw.release();
-    await Promise.all([raw.done, save]);
-
-    const final = (await t.api(USERS.alice, 'GET', `/api/tasks/${task.id}`)).body;
+    const final = await savePriorityBehind(raw, task.id);
     expect(final).toMatchObject({ title: 'raw', priority: 5, version: 3 });
     const [change] = await c.waitChanges(all, 1);
     await settle(c);
@@ -1740,19 +1751,7 @@ describe('engine: concurrent writers [postgres]', () => {
       row.title = 'first';
       await m.getRepository(Task).save(row);
     });
-    await first.written;
-    // this one reads the row as it was (the first has not committed) and changes another field
-    const second = t.app.get(TransactionRunner).transaction(async (m) => {
-      const row = await m.getRepository(Task).findOneByOrFail({ id: task.id });
-      expect(row.title).toBe('original');
-      row.priority = 5;
-      await m.getRepository(Task).save(row);
-    });
-    await lockWaiter();
-    first.release();
-    await Promise.all([first.done, second]);
-
-    const final = (await t.api(USERS.alice, 'GET', `/api/tasks/${task.id}`)).body;
+    const final = await savePriorityBehind(first, task.id);
     expect(final).toMatchObject({ title: 'first', priority: 5, version: 3 });
     const [v2, v3] = await c.waitChanges(all, 2);
     expect(v2).toMatchObject({
