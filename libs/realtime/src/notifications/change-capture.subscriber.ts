@@ -46,6 +46,23 @@ const SQLITE_INSERT = `INSERT INTO "change_log" (${COLUMNS}) VALUES (?, ?, ?, ?,
 /** Key of the transaction-scoped advisory lock that orders seq drawing on PostgreSQL. */
 const SEQ_LOCK_KEY = 0x7265616c; // 'real'
 
+/** Change log rows per PostgreSQL INSERT statement. */
+const LOG_CHUNK = 1000;
+
+/**
+ * PostgreSQL: INSERT of one chunk of change log rows (`values`: `(ord, …columns)` tuples)
+ * after taking the seq lock (`lockKey`: a literal or a parameter), rows in `ord` order.
+ */
+const pgLogInsert = (lockKey: string, values: string[]) =>
+  `WITH seq_lock AS (SELECT pg_advisory_xact_lock(${lockKey})) INSERT INTO "change_log" (${COLUMNS}) SELECT ${VALUE_COLUMNS} FROM (VALUES ${values.join(', ')}) AS v(ord, ${VALUE_COLUMNS}), seq_lock ORDER BY v.ord RETURNING "seq"`;
+
+/** Sets the seqs a chunk's INSERT returned on its changes (from `from` on). */
+function assignSeqs(changes: ChangeRecord[], from: number, rows: { seq: number | string }[]) {
+  // inserted in `ord` order, so ascending seqs belong to the rows in that order
+  const seqs = rows.map((r) => Number(r.seq)).sort((a, b) => a - b);
+  seqs.forEach((seq, i) => (changes[from + i].seq = String(seq)));
+}
+
 /** Savepoint depth of a query runner (every TypeORM driver keeps it; the interface hides it). */
 const depthOf = (runner: QueryRunner): number =>
   (runner as unknown as { transactionDepth?: number }).transactionDepth ?? 1;
@@ -620,23 +637,21 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
   /**
    * `INSERT …; COMMIT` for the changes, with every value a literal escaped by the pg
    * client; null when it would exceed MAX_COMMIT_MESSAGE (such a transaction is logged by
-   * parameterized INSERTs in 1 000-row chunks instead, then committed).
+   * parameterized INSERTs in LOG_CHUNK-row chunks instead, then committed).
    */
   private logAndCommitSql(client: PgClient, changes: ChangeRecord[]): string | null {
     const text = (v: string | null) => (v === null ? 'NULL' : client.escapeLiteral(v));
     const int = (v: unknown) => `${versionOf(v) ?? 'NULL'}::integer`;
     const statements: string[] = [];
     let size = 0;
-    for (let from = 0; from < changes.length; from += 1000) {
-      const values = changes.slice(from, from + 1000).map((c, i) => {
+    for (let from = 0; from < changes.length; from += LOG_CHUNK) {
+      const values = changes.slice(from, from + LOG_CHUNK).map((c, i) => {
         const row = `(${int(i)}, ${this.logValues(c).map(text).join(', ')}, ${int(c.version)}, ${text(c.timestamp)})`;
         size += row.length;
         return row;
       });
       if (size > MAX_COMMIT_MESSAGE) return null;
-      statements.push(
-        `WITH seq_lock AS (SELECT pg_advisory_xact_lock(${SEQ_LOCK_KEY})) INSERT INTO "change_log" (${COLUMNS}) SELECT ${VALUE_COLUMNS} FROM (VALUES ${values.join(', ')}) AS v(ord, ${VALUE_COLUMNS}), seq_lock ORDER BY v.ord RETURNING "seq"`,
-      );
+      statements.push(pgLogInsert(String(SEQ_LOCK_KEY), values));
     }
     return `${statements.join('; ')}; COMMIT`;
   }
@@ -657,11 +672,9 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
       logger.logQueryError(e as Error, sql, undefined, runner);
       throw new QueryFailedError(sql, undefined, e as Error);
     }
-    // one result per 1 000-row INSERT, then the COMMIT's
-    for (let k = 0; k * 1000 < changes.length; k++) {
-      // inserted in `ord` order, so ascending seqs belong to the rows in that order
-      const seqs = results[k].rows.map((r) => Number(r.seq)).sort((a, b) => a - b);
-      seqs.forEach((seq, i) => (changes[k * 1000 + i].seq = String(seq)));
+    // one result per chunk's INSERT, then the COMMIT's
+    for (let k = 0; k * LOG_CHUNK < changes.length; k++) {
+      assignSeqs(changes, k * LOG_CHUNK, results[k].rows);
     }
     return [];
   }
@@ -685,8 +698,8 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     changes: ChangeRecord[],
     rows: unknown[][],
   ): Promise<void> {
-    for (let from = 0; from < rows.length; from += 1000) {
-      const chunk = rows.slice(from, from + 1000);
+    for (let from = 0; from < rows.length; from += LOG_CHUNK) {
+      const chunk = rows.slice(from, from + LOG_CHUNK);
       const params: unknown[] = [SEQ_LOCK_KEY];
       const values = chunk.map((row, i) => {
         const at = params.length;
@@ -695,16 +708,10 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
         return `(${p(0)}::integer, ${p(1)}, ${p(2)}, ${p(3)}, ${p(4)}, ${p(5)}, ${p(6)}, ${p(7)}, ${p(8)}, ${p(9)}::integer, ${p(10)})`;
       });
       const result: { seq: number | string }[] = await runner.query(
-        `WITH seq_lock AS (SELECT pg_advisory_xact_lock($1))
-         INSERT INTO "change_log" (${COLUMNS})
-         SELECT ${VALUE_COLUMNS} FROM (VALUES ${values.join(', ')}) AS v(ord, ${VALUE_COLUMNS}), seq_lock
-         ORDER BY v.ord
-         RETURNING "seq"`,
+        pgLogInsert('$1', values),
         params,
       );
-      // inserted in `ord` order, so ascending seqs belong to the rows in that order
-      const seqs = result.map((r) => Number(r.seq)).sort((a, b) => a - b);
-      seqs.forEach((seq, i) => (changes[from + i].seq = String(seq)));
+      assignSeqs(changes, from, result);
     }
   }
 }

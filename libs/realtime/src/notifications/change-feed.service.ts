@@ -16,10 +16,11 @@ export type ChangeHandler = (changes: ChangeRecord[]) => void;
  * Turns whatever the bus delivers into the exact committed sequence: every seq once, in
  * order. Changes that arrive ahead of the next expected seq wait for the rest of the
  * event-loop turn (the missing ones' messages are usually right behind), then while the
- * missing range is read from the change log. Because seqs are drawn under a lock held until commit, a
- * committed change with seq M proves every smaller seq is already committed or rolled
- * back, so the log read is final and nothing waits longer than one query. A periodic poll
- * of the log's head catches the last changes of a burst whose bus messages were lost.
+ * missing range is read from the change log. Because seqs are drawn under a lock held
+ * until commit, a committed change with seq M proves every smaller seq is already
+ * committed or rolled back, so the log read is final and nothing waits longer than one
+ * turn and one query. A periodic poll of the log's head catches the last changes of a
+ * burst whose bus messages were lost.
  */
 @Injectable()
 export class ChangeFeedService implements OnApplicationBootstrap, OnApplicationShutdown {
@@ -32,6 +33,8 @@ export class ChangeFeedService implements OnApplicationBootstrap, OnApplicationS
   private queued: ChangeRecord[] = [];
   private dispatchedUpTo = 0;
   private filling = false;
+  /** a drain waits for the end of this event-loop turn (setImmediate) */
+  private drainScheduled = false;
   private poller?: NodeJS.Timeout;
   private started = false;
   /** how often the log head is polled for changes that no bus message announced */
@@ -88,7 +91,6 @@ export class ChangeFeedService implements OnApplicationBootstrap, OnApplicationS
     }
   }
 
-  private drainScheduled = false;
   private readonly scheduledDrain = (): void => {
     this.drainScheduled = false;
     if (this.pending.size) void this.drain(0);
