@@ -7,7 +7,8 @@
  *   node -r ts-node/register/transpile-only -r tsconfig-paths/register bench/write-path.bench.ts
  *
  * Env: WRITE_BENCH_MS (per side, default 3000, in 6 alternating rounds), WRITE_BENCH_PG (PostgreSQL admin URL,
- * default postgres://postgres@127.0.0.1:5432/postgres; set to "off" to skip).
+ * default postgres://postgres@127.0.0.1:5432/postgres; set to "off" to skip), WRITE_BENCH_SQLITE
+ * ("off" to skip).
  */
 import 'reflect-metadata';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -27,6 +28,7 @@ import { commandCpuMs } from './lib/proc';
 const MS = Number(process.env.WRITE_BENCH_MS ?? 3000);
 const ROUNDS = 6;
 const PG_ADMIN = process.env.WRITE_BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const SQLITE = process.env.WRITE_BENCH_SQLITE !== 'off';
 
 /** CPU per committed write, µs: this process, and (PostgreSQL) the database's processes */
 interface Cpu {
@@ -39,9 +41,13 @@ interface Row {
   writers: number;
   bare: number;
   pipeline: number;
-  cpu: { bare: Cpu; pipeline: Cpu };
-  /** SQLite: the pipeline with SQLite's own in-line checkpoints (SQLITE_CHECKPOINT_MS=0) */
-  inline?: number;
+  cpu: { bare: Cpu; pipeline: Cpu; variant?: Cpu };
+  /**
+   * The pipeline's variant: SQLite with SQLite's own in-line checkpoints
+   * (SQLITE_CHECKPOINT_MS=0); PostgreSQL without the prepared log INSERT
+   * (CHANGE_LOG_PREPARED=false)
+   */
+  variant?: number;
 }
 
 async function freshPg(): Promise<{ url: string; drop: () => Promise<void> } | null> {
@@ -224,7 +230,7 @@ async function pipeline(env: Record<string, string>, writers: number): Promise<S
 
 async function main(): Promise<void> {
   const rows: Row[] = [];
-  for (const writers of [1, 8]) {
+  for (const writers of SQLITE ? [1, 8] : []) {
     const dir = mkdtempSync(join(tmpdir(), 'rt-wbench-'));
     const bareSide = await bare(
       {
@@ -250,8 +256,8 @@ async function main(): Promise<void> {
       writers,
       bare: b,
       pipeline: p,
-      inline,
-      cpu: { bare: bs.cpu, pipeline: ps.cpu },
+      variant: inline,
+      cpu: { bare: bs.cpu, pipeline: ps.cpu, variant: is.cpu },
     });
     console.log(
       `sqlite     writers=${writers}: bare ${b.toFixed(0)}/s, pipeline ${p.toFixed(0)}/s (${(p / b).toFixed(2)}×), in-line checkpoints ${inline.toFixed(0)}/s (${(inline / b).toFixed(2)}×)`,
@@ -260,7 +266,8 @@ async function main(): Promise<void> {
   for (const writers of [1, 8]) {
     const a = await freshPg();
     const c = await freshPg();
-    if (!a || !c) break;
+    const d = await freshPg();
+    if (!a || !c || !d) break;
     const { Init1764400000000 } = await import('../src/database/migrations/1764400000000-Init');
     const bareSide = await bare(
       {
@@ -272,46 +279,49 @@ async function main(): Promise<void> {
       writers,
     );
     const pipelineSide = await pipeline({ DATABASE_URL: c.url }, writers);
-    const [bs, ps] = await compare([bareSide, pipelineSide], writers, true);
-    const [b, p] = [bs.rate, ps.rate];
-    await bareSide.close();
-    await pipelineSide.close();
-    await a.drop();
-    await c.drop();
+    const unprepared = await pipeline(
+      { DATABASE_URL: d.url, CHANGE_LOG_PREPARED: 'false' },
+      writers,
+    );
+    const [bs, ps, us] = await compare([bareSide, pipelineSide, unprepared], writers, true);
+    const [b, p, u] = [bs.rate, ps.rate, us.rate];
+    for (const side of [bareSide, pipelineSide, unprepared]) await side.close();
+    for (const db of [a, c, d]) await db.drop();
     rows.push({
       db: 'postgres',
       writers,
       bare: b,
       pipeline: p,
-      cpu: { bare: bs.cpu, pipeline: ps.cpu },
+      variant: u,
+      cpu: { bare: bs.cpu, pipeline: ps.cpu, variant: us.cpu },
     });
     console.log(
-      `postgres   writers=${writers}: bare ${b.toFixed(0)}/s, pipeline ${p.toFixed(0)}/s (${(p / b).toFixed(2)}×)`,
+      `postgres   writers=${writers}: bare ${b.toFixed(0)}/s, pipeline ${p.toFixed(0)}/s (${(p / b).toFixed(2)}×), log INSERT not prepared ${u.toFixed(0)}/s (${(u / b).toFixed(2)}×)`,
     );
   }
   console.log('\nwrite path: committed writes/s (load + modify + save in a transaction)');
   console.log(
-    '| database | writers | bare ORM | whole pipeline | ratio | SQLite in-line checkpoints | ratio |',
+    '| database | writers | bare ORM | whole pipeline | ratio | variant: SQLite in-line checkpoints, PostgreSQL log INSERT not prepared | ratio |',
   );
   console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const r of rows) {
-    const inline =
-      r.inline === undefined
+    const variant =
+      r.variant === undefined
         ? '– | –'
-        : `${r.inline.toFixed(0)} | ${(r.inline / r.bare).toFixed(2)}×`;
+        : `${r.variant.toFixed(0)} | ${(r.variant / r.bare).toFixed(2)}×`;
     console.log(
-      `| ${r.db} | ${r.writers} | ${r.bare.toFixed(0)} | ${r.pipeline.toFixed(0)} | ${(r.pipeline / r.bare).toFixed(2)}× | ${inline} |`,
+      `| ${r.db} | ${r.writers} | ${r.bare.toFixed(0)} | ${r.pipeline.toFixed(0)} | ${(r.pipeline / r.bare).toFixed(2)}× | ${variant} |`,
     );
   }
   console.log('\nCPU per committed write, µs: this process (both sides run in it), PostgreSQL');
   console.log(
-    '| database | writers | bare: node | pipeline: node | bare: PostgreSQL | pipeline: PostgreSQL |',
+    '| database | writers | bare: node | pipeline: node | variant: node | bare: PostgreSQL | pipeline: PostgreSQL | variant: PostgreSQL |',
   );
-  console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const r of rows) {
-    const { bare: b, pipeline: p } = r.cpu;
+    const { bare: b, pipeline: p, variant: v } = r.cpu;
     console.log(
-      `| ${r.db} | ${r.writers} | ${us(b.node)} | ${us(p.node)} | ${us(b.pg)} | ${us(p.pg)} |`,
+      `| ${r.db} | ${r.writers} | ${us(b.node)} | ${us(p.node)} | ${us(v?.node)} | ${us(b.pg)} | ${us(p.pg)} | ${us(v?.pg)} |`,
     );
   }
   console.log(`WRITE_PATH_JSON ${JSON.stringify(rows)}`);

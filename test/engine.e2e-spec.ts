@@ -1767,4 +1767,123 @@ describe('engine: concurrent writers [postgres]', () => {
       'modified v3',
     ]);
   });
+
+  it('a transaction of up to 32 changes logs each by one EXECUTE of the prepared log INSERT, sent with the COMMIT; a larger one by multi-row INSERTs; seqs follow the order of the saves', async () => {
+    const pid = await newProject();
+    const c = await connect(USERS.alice);
+    const sub = await c.subscribe(tasksOf(pid));
+    const logged: string[] = [];
+    const spy = jest
+      .spyOn(t.app.get(DataSource).logger, 'logQuery')
+      .mockImplementation((query: string) => void logged.push(query));
+    const titlesOf = (n: number, prefix: string) =>
+      Array.from({ length: n }, (_, i) => `${prefix} ${i}`);
+    const small = titlesOf(5, 'small');
+    const large = titlesOf(40, 'large');
+    const ids: string[] = [];
+    try {
+      for (const titles of [small, large]) {
+        await t.app.get(TransactionRunner).transaction(async (m) => {
+          for (const title of titles) {
+            ids.push((await m.getRepository(Task).save(draft(m, pid, title))).id);
+          }
+        });
+      }
+    } finally {
+      spy.mockRestore();
+    }
+    const commits = logged.filter((q) => q.endsWith('; COMMIT'));
+    expect(commits).toHaveLength(2);
+    expect(commits[0].match(/EXECUTE nest_realtime_change_log_v1\(/g)).toHaveLength(5);
+    expect(commits[0]).not.toContain('seq_lock');
+    expect(commits[1]).not.toContain('EXECUTE');
+    expect(commits[1].match(/INSERT INTO "change_log"/g)).toHaveLength(1);
+
+    const got = await c.waitChanges(sub, 45);
+    await settle(c);
+    expect(got.map((x) => x.document.title)).toEqual([...small, ...large]);
+    const log = await logOf(ids);
+    expect(log.map((r) => r.documentId)).toEqual(ids);
+    expect(log.map((r) => String(r.seq))).toEqual(got.map((x) => x.seq));
+  });
+
+  it('a connection that lost the prepared log INSERT (DEALLOCATE ALL): that transaction fails and delivers nothing; the next one on the connection prepares it again', async () => {
+    const pid = await newProject();
+    const c = await connect(USERS.alice);
+    const sub = await c.subscribe(tasksOf(pid));
+    const qr = t.app.get(DataSource).createQueryRunner();
+    try {
+      const save = (title: string) =>
+        qr.manager.getRepository(Task).save(draft(qr.manager, pid, title));
+      await qr.startTransaction();
+      await save('first');
+      await qr.commitTransaction();
+
+      await qr.startTransaction();
+      await qr.query('DEALLOCATE ALL');
+      await save('lost');
+      const failed = await qr.commitTransaction().catch((e: unknown) => e);
+      expect(failed).toBeInstanceOf(QueryFailedError);
+      expect((failed as Error).message).toContain('nest_realtime_change_log_v1');
+      await qr.rollbackTransaction();
+
+      await qr.startTransaction();
+      await save('third');
+      await qr.commitTransaction();
+    } finally {
+      await qr.release();
+    }
+    await c.waitChanges(sub, 2);
+    await settle(c);
+    expect(c.changes(sub).map((x) => x.document.title)).toEqual(['first', 'third']);
+    expect((await listAll(USERS.alice, pid)).map((x) => x.title).sort()).toEqual([
+      'first',
+      'third',
+    ]);
+    const log = await logOf(c.changes(sub).map((x) => x.documentId));
+    expect(log.map((r) => String(r.seq))).toEqual(c.changes(sub).map((x) => x.seq));
+  });
+});
+
+describe('engine: change log INSERT not prepared (CHANGE_LOG_PREPARED=false) [postgres]', () => {
+  let t: TestApp;
+  const h = helpers(() => t);
+  const { connect, newProject, createTask, logOf, draft } = h;
+
+  beforeAll(async () => {
+    t = await startTestApp('postgres', { CHANGE_LOG_PREPARED: 'false' });
+  });
+  afterEach(() => h.closeAll());
+  afterAll(() => t?.close());
+
+  it('writes send their log rows as a literal INSERT with the COMMIT, never PREPARE or EXECUTE, and are logged and delivered in order', async () => {
+    const pid = await newProject();
+    const c = await connect(USERS.alice);
+    const sub = await c.subscribe(tasksOf(pid));
+    const logged: string[] = [];
+    const spy = jest
+      .spyOn(t.app.get(DataSource).logger, 'logQuery')
+      .mockImplementation((query: string) => void logged.push(query));
+    const ids: string[] = [];
+    try {
+      await t.app.get(TransactionRunner).transaction(async (m) => {
+        for (const title of ['a', 'b', 'c']) {
+          ids.push((await m.getRepository(Task).save(draft(m, pid, title))).id);
+        }
+      });
+      ids.push((await createTask(USERS.alice, pid, { title: `it's d` })).id);
+    } finally {
+      spy.mockRestore();
+    }
+    const commits = logged.filter((q) => q.endsWith('; COMMIT'));
+    expect(commits).toHaveLength(2);
+    expect(commits.every((q) => q.includes('seq_lock'))).toBe(true);
+    expect(logged.some((q) => /PREPARE|EXECUTE/.test(q))).toBe(false);
+    const got = await c.waitChanges(sub, 4);
+    await settle(c);
+    expect(got.map((x) => x.document.title)).toEqual(['a', 'b', 'c', `it's d`]);
+    const log = await logOf(ids);
+    expect(log.map((r) => r.documentId)).toEqual(ids);
+    expect(log.map((r) => String(r.seq))).toEqual(got.map((x) => x.seq));
+  });
 });

@@ -50,6 +50,7 @@ const EnvSchema = z.object({
   MAX_BUFFERED_BYTES: int(1024, 1024 * 1024 * 1024).optional(),
   CHANGE_LOG_MAX_AGE_MS: int(1000, 365 * 24 * 3600 * 1000).optional(),
   CHANGE_LOG_MAX_ROWS: int(1, 1_000_000_000).optional(),
+  CHANGE_LOG_PREPARED: bool.optional(),
   SQLITE_CHECKPOINT_MS: int(0, 3_600_000).default('100'),
   LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug', 'verbose']).default('log'),
 });
@@ -81,7 +82,7 @@ export interface AppConfig {
     messageBurst?: number;
     maxBufferedBytes?: number;
   };
-  changeLog: { maxAgeMs?: number; maxRows?: number };
+  changeLog: { maxAgeMs?: number; maxRows?: number; preparedStatements?: boolean };
   /** SQLite: WAL checkpoints in a worker every this many ms; 0: SQLite's in-line ones */
   sqliteCheckpointMs: number;
   logLevel: string;
@@ -139,7 +140,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       messageBurst: e.MESSAGE_BURST,
       maxBufferedBytes: e.MAX_BUFFERED_BYTES,
     },
-    changeLog: { maxAgeMs: e.CHANGE_LOG_MAX_AGE_MS, maxRows: e.CHANGE_LOG_MAX_ROWS },
+    changeLog: {
+      maxAgeMs: e.CHANGE_LOG_MAX_AGE_MS,
+      maxRows: e.CHANGE_LOG_MAX_ROWS,
+      preparedStatements: e.CHANGE_LOG_PREPARED,
+    },
     sqliteCheckpointMs: e.SQLITE_CHECKPOINT_MS,
     logLevel: e.LOG_LEVEL,
   };

@@ -61,6 +61,15 @@ export interface ChangeLogOptions {
   maxRows?: number;
   /** how often retention runs @default 60 000 */
   pruneIntervalMs?: number;
+  /**
+   * PostgreSQL: write log rows through a server-side prepared statement (`PREPARE` once
+   * per connection, then `EXECUTE …; COMMIT` in one message), which costs the database
+   * less CPU per write than planning the INSERT each time. Set `false` behind a pooler
+   * that runs one client's transactions on different server connections (PgBouncer in
+   * transaction or statement mode), where a session's prepared statement may be missing.
+   * @default true
+   */
+  preparedStatements?: boolean;
 }
 
 export interface RealtimeModuleOptions {
