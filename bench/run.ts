@@ -9,9 +9,11 @@
  *
  * Env: BENCH_QUICK=1, BENCH_N=1000,5000 (fan-out sizes), BENCH_TARGETS=ws,socketio,nchan,ours,
  * BENCH_CONCURRENCY (handshakes in flight), BENCH_SOURCE_IPS (client source addresses),
- * BENCH_OURS_BUILD / BENCH_OURS_ENV / BENCH_OURS_GC (see targets/ours.ts).
+ * BENCH_OURS_BUILD / BENCH_OURS_ENV / BENCH_OURS_GC (see targets/ours.ts), BENCH_PERF=burst|paced
+ * (`perf record -g` of the server during that scenario, into bench/results/perf-*.data).
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { dirname, join, relative, resolve } from 'node:path';
 import * as ts from 'typescript';
 import { changePayload, nowUs, sleep } from './lib/common';
@@ -78,7 +80,7 @@ const CONFIG = QUICK
       ns: [1000, 5000, 10000],
       burst: 10,
       paced: { changes: 20, intervalMs: 100 },
-      warmPublishes: 200,
+      warmPublishes: 2000,
       concurrency: 200,
       connectTimeoutMs: 90_000,
       collectTimeoutMs: 30_000,
@@ -240,6 +242,11 @@ async function waitForQuiet(pids: number[], what: string): Promise<number> {
   }
 }
 
+/** bench/results/perf-<pid>-<scenario>.data (`perf report -i` it; see BENCH_PERF) */
+function perfFile(rt: RunningTarget, scenario: string): string {
+  return join(RESULTS, `perf-${rt.pid}-${scenario}.data`);
+}
+
 async function runScenario(
   rt: RunningTarget,
   lg: Loadgen,
@@ -252,6 +259,16 @@ async function runScenario(
   // one open connection per change sent at once, as a publisher with a warm pool has them
   await openConnections(rt.base, intervalMs > 0 ? 1 : changes);
   const errors: string[] = [];
+  // BENCH_PERF=<scenario>: the server's CPU, kernel included, sampled over the scenario
+  const perf =
+    process.env.BENCH_PERF === scenario
+      ? spawn(
+          'perf',
+          ['record', '-F', '999', '-g', '-p', String(rt.pid), '-o', perfFile(rt, scenario)],
+          { stdio: 'ignore' },
+        )
+      : null;
+  if (perf) await sleep(500); // perf attaches
   // CPU of the server, of the load generator, of this process and of the whole machine
   // over the same window: what is left is other processes (background load on a shared box).
   const machine0 = machineCpuMs();
@@ -268,6 +285,10 @@ async function runScenario(
   }
   await Promise.all(sends);
   const res = await lg.collect(bounded(CONFIG.collectTimeoutMs));
+  if (perf) {
+    perf.kill('SIGINT');
+    await new Promise((resolve) => perf.once('exit', resolve));
+  }
   const serverCpuMs = cpuMs(rt.pid) - server0;
   const loadgenCpuMs = cpuMs(lg.pid) - loadgen0;
   const self = process.cpuUsage(self0);
@@ -318,12 +339,14 @@ async function runFanout(
     await rt.prepare(prepared);
     // Steady state, not JIT warm-up: the publish path (ours: HTTP, validation, the
     // transaction, capture) runs a while before anyone subscribes, as in a server that has
-    // been up for a minute. No subscriber: nothing is delivered, nothing is measured.
+    // been up for some minutes. Ours needs about 2 000: its server CPU per PATCH falls from
+    // 5–6 ms over the first 200 to about 2 ms (Nest, Express and TypeORM are a lot of code
+    // for V8 to optimize). No subscriber: nothing is delivered, nothing is measured.
     // The last ones are timed: the publish path's own CPU cost, which a paced change pays
     // once whatever N is (ours: REST, validation, the transaction, capture; the peers:
     // receiving the POST).
     progress(`${what} warmup`, `${what}: ${CONFIG.warmPublishes} publishes, no subscribers`);
-    const timed = Math.ceil(CONFIG.warmPublishes * 0.8);
+    const timed = Math.ceil(CONFIG.warmPublishes * 0.2);
     let cpu0 = 0;
     for (let i = 0; i < CONFIG.warmPublishes; i++) {
       if (i === CONFIG.warmPublishes - timed) cpu0 = cpuMs(rt.pid);
