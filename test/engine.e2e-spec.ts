@@ -195,7 +195,36 @@ function helpers(getApp: () => TestApp) {
       tags: [],
     });
 
+  /** The queries the DataSource's logger was given while `fn` ran (the log INSERT with its COMMIT included). */
+  async function queriesDuring(fn: () => Promise<unknown>): Promise<string[]> {
+    const logged: string[] = [];
+    const spy = jest
+      .spyOn(getApp().app.get(DataSource).logger, 'logQuery')
+      .mockImplementation((query: string) => void logged.push(query));
+    try {
+      await fn();
+    } finally {
+      spy.mockRestore();
+    }
+    return logged;
+  }
+
+  /** Saves new tasks of a project in one transaction; their ids in save order. */
+  async function saveInOneTransaction(projectId: string, titles: string[]): Promise<string[]> {
+    const ids: string[] = [];
+    await getApp()
+      .app.get(TransactionRunner)
+      .transaction(async (m) => {
+        for (const title of titles) {
+          ids.push((await m.getRepository(Task).save(draft(m, projectId, title))).id);
+        }
+      });
+    return ids;
+  }
+
   return {
+    queriesDuring,
+    saveInOneTransaction,
     connect,
     closeAll,
     newProject,
@@ -1299,6 +1328,7 @@ describe('engine: concurrent writers [postgres]', () => {
   let t: TestApp;
   const h = helpers(() => t);
   const { connect, newProject, createTask, patchTask, listAll, logOf, draft } = h;
+  const { queriesDuring, saveInOneTransaction } = h;
 
   beforeAll(async () => {
     t = await startTestApp('postgres');
@@ -1772,26 +1802,15 @@ describe('engine: concurrent writers [postgres]', () => {
     const pid = await newProject();
     const c = await connect(USERS.alice);
     const sub = await c.subscribe(tasksOf(pid));
-    const logged: string[] = [];
-    const spy = jest
-      .spyOn(t.app.get(DataSource).logger, 'logQuery')
-      .mockImplementation((query: string) => void logged.push(query));
     const titlesOf = (n: number, prefix: string) =>
       Array.from({ length: n }, (_, i) => `${prefix} ${i}`);
     const small = titlesOf(5, 'small');
     const large = titlesOf(40, 'large');
     const ids: string[] = [];
-    try {
-      for (const titles of [small, large]) {
-        await t.app.get(TransactionRunner).transaction(async (m) => {
-          for (const title of titles) {
-            ids.push((await m.getRepository(Task).save(draft(m, pid, title))).id);
-          }
-        });
-      }
-    } finally {
-      spy.mockRestore();
-    }
+    const logged = await queriesDuring(async () => {
+      ids.push(...(await saveInOneTransaction(pid, small)));
+      ids.push(...(await saveInOneTransaction(pid, large)));
+    });
     const commits = logged.filter((q) => q.endsWith('; COMMIT'));
     expect(commits).toHaveLength(2);
     expect(commits[0].match(/EXECUTE nest_realtime_change_log_v1\(/g)).toHaveLength(5);
@@ -1848,7 +1867,7 @@ describe('engine: concurrent writers [postgres]', () => {
 describe('engine: change log INSERT not prepared (CHANGE_LOG_PREPARED=false) [postgres]', () => {
   let t: TestApp;
   const h = helpers(() => t);
-  const { connect, newProject, createTask, logOf, draft } = h;
+  const { connect, newProject, createTask, logOf, queriesDuring, saveInOneTransaction } = h;
 
   beforeAll(async () => {
     t = await startTestApp('postgres', { CHANGE_LOG_PREPARED: 'false' });
@@ -1860,21 +1879,11 @@ describe('engine: change log INSERT not prepared (CHANGE_LOG_PREPARED=false) [po
     const pid = await newProject();
     const c = await connect(USERS.alice);
     const sub = await c.subscribe(tasksOf(pid));
-    const logged: string[] = [];
-    const spy = jest
-      .spyOn(t.app.get(DataSource).logger, 'logQuery')
-      .mockImplementation((query: string) => void logged.push(query));
     const ids: string[] = [];
-    try {
-      await t.app.get(TransactionRunner).transaction(async (m) => {
-        for (const title of ['a', 'b', 'c']) {
-          ids.push((await m.getRepository(Task).save(draft(m, pid, title))).id);
-        }
-      });
+    const logged = await queriesDuring(async () => {
+      ids.push(...(await saveInOneTransaction(pid, ['a', 'b', 'c'])));
       ids.push((await createTask(USERS.alice, pid, { title: `it's d` })).id);
-    } finally {
-      spy.mockRestore();
-    }
+    });
     const commits = logged.filter((q) => q.endsWith('; COMMIT'));
     expect(commits).toHaveLength(2);
     expect(commits.every((q) => q.includes('seq_lock'))).toBe(true);
