@@ -42,9 +42,6 @@ export class MetricsService {
   constructor() {
     this.connections.set({ transport: 'websocket' }, 0);
     this.connections.set({ transport: 'sse' }, 0);
-    // The event-loop delay histogram samples with a timer: at prom-client's default of
-    // 10 ms it woke an idle server 100 times a second, which used 14–18 ms of CPU per
-    // second doing nothing; at 100 ms, 6–7. Any stall longer than 100 ms is still seen.
-    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 100 });
+    collectDefaultMetrics({ register: this.registry });
   }
 }
