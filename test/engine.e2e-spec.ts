@@ -1,6 +1,8 @@
 import type { EntitySubscriberInterface, QueryRunner } from 'typeorm';
 import { DataSource, EntityManager, QueryFailedError } from 'typeorm';
 import { AuditService, ChangeLogEntry, ChangeLogService, TransactionRunner } from '@app/realtime';
+import { randomUUID } from 'node:crypto';
+import { Project } from '../src/projects/project.entity';
 import { Task } from '../src/tasks/task.entity';
 import { describeEachDb, startTestApp, TestApp, TestUser, USERS } from './utils/app';
 import type { DatabaseKind } from './utils/services';
@@ -222,9 +224,37 @@ function helpers(getApp: () => TestApp) {
     return ids;
   }
 
+  /**
+   * Transactions on one connection of their own: `tx(title, first?)` runs `first` (SQL),
+   * saves a new task of the project and commits; it resolves to the commit's error, if any
+   * (the transaction is then rolled back).
+   */
+  async function oneConnection(
+    projectId: string,
+    fn: (tx: (title: string, first?: string) => Promise<unknown>) => Promise<void>,
+  ): Promise<void> {
+    const qr = getApp().app.get(DataSource).createQueryRunner();
+    try {
+      await fn(async (title, first) => {
+        await qr.startTransaction();
+        if (first) await qr.query(first);
+        await qr.manager.getRepository(Task).save(draft(qr.manager, projectId, title));
+        const failed = await qr.commitTransaction().then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        if (failed) await qr.rollbackTransaction();
+        return failed;
+      });
+    } finally {
+      await qr.release();
+    }
+  }
+
   return {
     queriesDuring,
     saveInOneTransaction,
+    oneConnection,
     connect,
     closeAll,
     newProject,
@@ -1328,7 +1358,7 @@ describe('engine: concurrent writers [postgres]', () => {
   let t: TestApp;
   const h = helpers(() => t);
   const { connect, newProject, createTask, patchTask, listAll, logOf, draft } = h;
-  const { queriesDuring, saveInOneTransaction } = h;
+  const { queriesDuring, saveInOneTransaction, oneConnection } = h;
 
   beforeAll(async () => {
     t = await startTestApp('postgres');
@@ -1811,7 +1841,9 @@ describe('engine: concurrent writers [postgres]', () => {
       ids.push(...(await saveInOneTransaction(pid, small)));
       ids.push(...(await saveInOneTransaction(pid, large)));
     });
-    const commits = logged.filter((q) => q.endsWith('; COMMIT'));
+    const commits = logged.filter(
+      (q) => q.endsWith('; COMMIT') && ids.some((id) => q.includes(id)),
+    );
     expect(commits).toHaveLength(2);
     expect(commits[0].match(/EXECUTE nest_realtime_change_log_v1\(/g)).toHaveLength(5);
     expect(commits[0]).not.toContain('seq_lock');
@@ -1830,28 +1862,23 @@ describe('engine: concurrent writers [postgres]', () => {
     const pid = await newProject();
     const c = await connect(USERS.alice);
     const sub = await c.subscribe(tasksOf(pid));
-    const qr = t.app.get(DataSource).createQueryRunner();
-    try {
-      const save = (title: string) =>
-        qr.manager.getRepository(Task).save(draft(qr.manager, pid, title));
-      await qr.startTransaction();
-      await save('first');
-      await qr.commitTransaction();
-
-      await qr.startTransaction();
-      await qr.query('DEALLOCATE ALL');
-      await save('lost');
-      const failed = await qr.commitTransaction().catch((e: unknown) => e);
+    let third: string[] = [];
+    await oneConnection(pid, async (tx) => {
+      expect(await tx('first')).toBeUndefined();
+      const failed = await tx('lost', 'DEALLOCATE ALL');
       expect(failed).toBeInstanceOf(QueryFailedError);
       expect((failed as Error).message).toContain('nest_realtime_change_log_v1');
-      await qr.rollbackTransaction();
+      third = await queriesDuring(async () => expect(await tx('third')).toBeUndefined());
+    });
+    // the third transaction looked for the statement, prepared it, then used it
+    const steps = [
+      'FROM pg_prepared_statements',
+      'PREPARE nest_realtime_change_log_v1 (',
+      'EXECUTE nest_realtime_change_log_v1(',
+    ].map((step) => third.findIndex((q) => q.includes(step)));
+    expect(steps.every((i) => i >= 0)).toBe(true);
+    expect(steps).toEqual([...steps].sort((a, b) => a - b));
 
-      await qr.startTransaction();
-      await save('third');
-      await qr.commitTransaction();
-    } finally {
-      await qr.release();
-    }
     await c.waitChanges(sub, 2);
     await settle(c);
     expect(c.changes(sub).map((x) => x.document.title)).toEqual(['first', 'third']);
@@ -1861,6 +1888,95 @@ describe('engine: concurrent writers [postgres]', () => {
     ]);
     const log = await logOf(c.changes(sub).map((x) => x.documentId));
     expect(log.map((r) => String(r.seq))).toEqual(c.changes(sub).map((x) => x.seq));
+  });
+});
+
+describe('engine: the prepared log INSERT replaces a stale or foreign statement [postgres]', () => {
+  let t: TestApp;
+  const h = helpers(() => t);
+  const { connect, newProject, logOf, queriesDuring, oneConnection, draft } = h;
+
+  beforeAll(async () => {
+    t = await startTestApp('postgres');
+  });
+  afterEach(() => h.closeAll());
+  afterAll(() => t?.close());
+
+  // first in this app: no connection has logged a transaction yet
+  it("a session that already has a statement of that name, not this process's (another instance's, another definition): it is replaced and the write commits", async () => {
+    const pid = randomUUID();
+    const c = await connect(USERS.alice);
+    const sub = await c.subscribe(tasksOf(pid));
+    const qr = t.app.get(DataSource).createQueryRunner();
+    let logged: string[] = [];
+    try {
+      await qr.startTransaction();
+      await qr.query('PREPARE nest_realtime_change_log_v1 AS SELECT 1');
+      await qr.manager
+        .getRepository(Project)
+        .save({ id: pid, name: 'p', ownerId: 'alice', department: 'eng' });
+      await qr.manager.getRepository(Task).save(draft(qr.manager, pid, 'replaced'));
+      logged = await queriesDuring(() => qr.commitTransaction());
+    } finally {
+      await qr.release();
+    }
+    expect(logged).toContain('DEALLOCATE nest_realtime_change_log_v1');
+    const [change] = await c.waitChanges(sub, 1);
+    expect(change.document.title).toBe('replaced');
+    const log = await logOf([change.documentId]);
+    expect(String(log[0].seq)).toBe(change.seq);
+  });
+
+  it('change_log altered under the running app (seq widened to bigint): the transaction meeting the stale plan fails and delivers nothing; the next one prepares again', async () => {
+    const pid = await newProject();
+    const c = await connect(USERS.alice);
+    const sub = await c.subscribe(tasksOf(pid));
+    await oneConnection(pid, async (tx) => {
+      expect(await tx('first')).toBeUndefined();
+      await t.app.get(DataSource).query('ALTER TABLE change_log ALTER COLUMN seq TYPE bigint');
+      const failed = await tx('stale');
+      expect(failed).toBeInstanceOf(QueryFailedError);
+      expect((failed as Error).message).toContain('cached plan must not change result type');
+      expect(await tx('third')).toBeUndefined();
+    });
+    await c.waitChanges(sub, 2);
+    await settle(c);
+    expect(c.changes(sub).map((x) => x.document.title)).toEqual(['first', 'third']);
+    const log = await logOf(c.changes(sub).map((x) => x.documentId));
+    expect(log.map((r) => String(r.seq))).toEqual(c.changes(sub).map((x) => x.seq));
+  });
+});
+
+describe('engine: statements that keep going missing turn the prepared log INSERT off [postgres]', () => {
+  let t: TestApp;
+  const h = helpers(() => t);
+  const { connect, newProject, queriesDuring, oneConnection } = h;
+
+  beforeAll(async () => {
+    t = await startTestApp('postgres');
+  });
+  afterEach(() => h.closeAll());
+  afterAll(() => t?.close());
+
+  it('after the second lost statement (as behind a transaction pooler) the process sends literal INSERTs; every committed write is delivered once', async () => {
+    const pid = await newProject();
+    const c = await connect(USERS.alice);
+    const sub = await c.subscribe(tasksOf(pid));
+    let last: string[] = [];
+    await oneConnection(pid, async (tx) => {
+      expect(await tx('first')).toBeUndefined();
+      expect(await tx('lost once', 'DEALLOCATE ALL')).toBeInstanceOf(QueryFailedError);
+      expect(await tx('third')).toBeUndefined();
+      expect(await tx('lost twice', 'DEALLOCATE ALL')).toBeInstanceOf(QueryFailedError);
+      last = await queriesDuring(async () => expect(await tx('fifth')).toBeUndefined());
+    });
+    const commit = last.filter((q) => q.endsWith('; COMMIT'));
+    expect(commit).toHaveLength(1);
+    expect(commit[0]).toContain('seq_lock');
+    expect(last.some((q) => /PREPARE|EXECUTE/.test(q))).toBe(false);
+    await c.waitChanges(sub, 3);
+    await settle(c);
+    expect(c.changes(sub).map((x) => x.document.title)).toEqual(['first', 'third', 'fifth']);
   });
 });
 
@@ -1884,7 +2000,9 @@ describe('engine: change log INSERT not prepared (CHANGE_LOG_PREPARED=false) [po
       ids.push(...(await saveInOneTransaction(pid, ['a', 'b', 'c'])));
       ids.push((await createTask(USERS.alice, pid, { title: `it's d` })).id);
     });
-    const commits = logged.filter((q) => q.endsWith('; COMMIT'));
+    const commits = logged.filter(
+      (q) => q.endsWith('; COMMIT') && ids.some((id) => q.includes(id)),
+    );
     expect(commits).toHaveLength(2);
     expect(commits.every((q) => q.includes('seq_lock'))).toBe(true);
     expect(logged.some((q) => /PREPARE|EXECUTE/.test(q))).toBe(false);

@@ -68,8 +68,18 @@ const pgLogInsert = (lockKey: string, values: string[]) =>
  */
 const PREPARED_LOG = 'nest_realtime_change_log_v1';
 const PREPARE_LOG = `PREPARE ${PREPARED_LOG} (text, text, text, text, text, text, text, text, integer, text) AS WITH seq_lock AS (SELECT pg_advisory_xact_lock(${SEQ_LOCK_KEY})) INSERT INTO "change_log" (${COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM seq_lock RETURNING "seq"`;
-/** SQLSTATE of EXECUTE of a statement that the session does not have */
-const INVALID_STATEMENT_NAME = '26000';
+const EXISTING_LOG_STATEMENT = `SELECT 1 FROM pg_prepared_statements WHERE name = '${PREPARED_LOG}'`;
+/** The change log rows and COMMIT as one message; each result holds at most rowsPerResult seqs. */
+interface LogMessage {
+  sql: string;
+  rowsPerResult: number;
+}
+/** SQLSTATE of an EXECUTE of a statement the session does not have (DEALLOCATE ALL, DISCARD ALL, a pooler's other session) */
+const STATEMENT_MISSING = '26000';
+/** SQLSTATE of "cached plan must not change result type" (change_log altered under a running app) */
+const PLAN_CHANGED = '0A000';
+/** Statements lost this many times in a process: it stops preparing (a transaction pooler, most likely). */
+const MAX_LOST_STATEMENTS = 2;
 /** Up to this many changes a transaction is logged by one EXECUTE each; above, by multi-row INSERTs. */
 const MAX_EXECUTES = 32;
 
@@ -183,7 +193,9 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
   private readonly sqliteInsert: PreparedSqlite;
 
   /** PostgreSQL: log rows through PREPARED_LOG (changeLog.preparedStatements) */
-  private readonly prepared: boolean;
+  private prepared: boolean;
+  /** EXECUTEs that found no statement (STATEMENT_MISSING) in this process */
+  private lostStatements = 0;
   /** node-postgres clients whose session has PREPARED_LOG */
   private readonly preparedOn = new WeakSet<PgClient>();
 
@@ -661,8 +673,8 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
       const commit = () => base.call(target, query, parameters, structured);
       if (changes.length === 0) return commit();
       const client = this.postgres ? pgClientOf(runner) : null;
-      const sql = client ? this.logAndCommitSql(changes) : null;
-      if (client && sql) return this.commitWithLog(runner, client, sql, changes);
+      const message = client ? this.logAndCommitSql(changes) : null;
+      if (client && message) return this.commitWithLog(runner, client, message, changes);
       // SQLite, or a transaction too large for one message: the log rows, then the COMMIT
       const written = this.writeLog(runner, changes);
       return written ? written.then(commit) : commit();
@@ -676,7 +688,7 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
    * MAX_COMMIT_MESSAGE (such a transaction is logged by parameterized INSERTs in
    * LOG_CHUNK-row chunks instead, then committed).
    */
-  private logAndCommitSql(changes: ChangeRecord[]): string | null {
+  private logAndCommitSql(changes: ChangeRecord[]): LogMessage | null {
     const text = (v: string | null) => (v === null ? 'NULL' : sqlLiteral(v));
     const int = (v: unknown) => `${versionOf(v) ?? 'NULL'}::integer`;
     const statements: string[] = [];
@@ -687,7 +699,8 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
         size += args.length;
         statements.push(`EXECUTE ${PREPARED_LOG}(${args})`);
       }
-      return size > MAX_COMMIT_MESSAGE ? null : `${statements.join('; ')}; COMMIT`;
+      if (size > MAX_COMMIT_MESSAGE) return null;
+      return { sql: `${statements.join('; ')}; COMMIT`, rowsPerResult: 1 };
     }
     for (let from = 0; from < changes.length; from += LOG_CHUNK) {
       const values = changes.slice(from, from + LOG_CHUNK).map((c, i) => {
@@ -698,44 +711,71 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
       if (size > MAX_COMMIT_MESSAGE) return null;
       statements.push(pgLogInsert(String(SEQ_LOCK_KEY), values));
     }
-    return `${statements.join('; ')}; COMMIT`;
+    return { sql: `${statements.join('; ')}; COMMIT`, rowsPerResult: LOG_CHUNK };
   }
 
   private async commitWithLog(
     runner: QueryRunner,
     client: PgClient,
-    sql: string,
+    message: LogMessage,
     changes: ChangeRecord[],
   ): Promise<never[]> {
     const logger = runner.connection.logger;
-    const executes = sql.startsWith('EXECUTE ');
+    const executes = message.rowsPerResult === 1;
     let results: PgResult[];
-    let statement = sql;
+    let statement = message.sql;
+    const send = (sql: string) => {
+      statement = sql;
+      logger.logQuery(sql, undefined, runner);
+      return client.query(sql);
+    };
     try {
-      // once per connection; a prepared statement outlives a rollback of its transaction
       if (executes && !this.preparedOn.has(client)) {
-        statement = PREPARE_LOG;
-        logger.logQuery(statement, undefined, runner);
-        await client.query(statement);
+        // once per connection (a prepared statement outlives a rollback of its
+        // transaction); one of that name already there (left by another instance, or
+        // planned for a change_log since altered) is replaced
+        const existing = await send(EXISTING_LOG_STATEMENT);
+        if ((Array.isArray(existing) ? existing[0] : existing).rows.length > 0) {
+          await send(`DEALLOCATE ${PREPARED_LOG}`);
+        }
+        await send(PREPARE_LOG);
         this.preparedOn.add(client);
-        statement = sql;
       }
-      logger.logQuery(statement, undefined, runner);
-      const raw = await client.query(statement);
+      const raw = await send(message.sql);
       results = Array.isArray(raw) ? raw : [raw];
     } catch (e) {
-      // the session lost the statement (DEALLOCATE, DISCARD ALL): this transaction fails,
-      // the next one on this connection prepares it again
-      if ((e as { code?: string }).code === INVALID_STATEMENT_NAME) this.preparedOn.delete(client);
+      if (executes) this.lostPrepared(client, e);
       logger.logQueryError(e as Error, statement, undefined, runner);
       throw new QueryFailedError(statement, undefined, e as Error);
     }
     // one result per EXECUTE (one row each) or per chunk's INSERT, then the COMMIT's
-    const chunk = executes ? 1 : LOG_CHUNK;
-    for (let k = 0; k * chunk < changes.length; k++) {
-      assignSeqs(changes, k * chunk, results[k].rows);
+    for (let k = 0; k * message.rowsPerResult < changes.length; k++) {
+      assignSeqs(changes, k * message.rowsPerResult, results[k].rows);
     }
     return [];
+  }
+
+  /**
+   * An EXECUTE failed because the session's statement is missing or stale: this
+   * transaction fails (it rolls back, nothing is lost), the next one on the connection
+   * prepares again. Statements that go missing again and again mean a pooler that hands
+   * one client's transactions to different sessions: the process stops preparing.
+   */
+  private lostPrepared(client: PgClient, e: unknown): void {
+    const code = (e as { code?: string }).code;
+    if (code !== STATEMENT_MISSING && code !== PLAN_CHANGED) return;
+    this.preparedOn.delete(client);
+    if (code === STATEMENT_MISSING && ++this.lostStatements >= MAX_LOST_STATEMENTS) {
+      if (!this.prepared) return;
+      this.prepared = false;
+      this.logger.warn(
+        `the prepared change log INSERT went missing from ${this.lostStatements} sessions: no longer preparing it in this process (behind PgBouncer in transaction or statement mode, set changeLog.preparedStatements: false / CHANGE_LOG_PREPARED=false)`,
+      );
+      return;
+    }
+    this.logger.warn(
+      `the prepared change log INSERT was ${code === PLAN_CHANGED ? 'stale (change_log altered)' : 'missing'} in this session: that transaction failed; the next one prepares it again`,
+    );
   }
 
   /** The text columns of a change's log row, from `database` to `actorId`. */
