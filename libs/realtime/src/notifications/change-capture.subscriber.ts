@@ -73,6 +73,8 @@ const EXISTING_LOG_STATEMENT = `SELECT 1 FROM pg_prepared_statements WHERE name 
 interface LogMessage {
   sql: string;
   rowsPerResult: number;
+  /** through PREPARED_LOG */
+  executes: boolean;
 }
 /** SQLSTATE of an EXECUTE of a statement the session does not have (DEALLOCATE ALL, DISCARD ALL, a pooler's other session) */
 const STATEMENT_MISSING = '26000';
@@ -700,7 +702,7 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
         statements.push(`EXECUTE ${PREPARED_LOG}(${args})`);
       }
       if (size > MAX_COMMIT_MESSAGE) return null;
-      return { sql: `${statements.join('; ')}; COMMIT`, rowsPerResult: 1 };
+      return { sql: `${statements.join('; ')}; COMMIT`, rowsPerResult: 1, executes: true };
     }
     for (let from = 0; from < changes.length; from += LOG_CHUNK) {
       const values = changes.slice(from, from + LOG_CHUNK).map((c, i) => {
@@ -711,7 +713,7 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
       if (size > MAX_COMMIT_MESSAGE) return null;
       statements.push(pgLogInsert(String(SEQ_LOCK_KEY), values));
     }
-    return { sql: `${statements.join('; ')}; COMMIT`, rowsPerResult: LOG_CHUNK };
+    return { sql: `${statements.join('; ')}; COMMIT`, rowsPerResult: LOG_CHUNK, executes: false };
   }
 
   private async commitWithLog(
@@ -721,7 +723,7 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     changes: ChangeRecord[],
   ): Promise<never[]> {
     const logger = runner.connection.logger;
-    const executes = message.rowsPerResult === 1;
+    const { executes } = message;
     let results: PgResult[];
     let statement = message.sql;
     const send = (sql: string) => {
