@@ -1,4 +1,4 @@
-import { ConnectionRegistry } from '@app/realtime';
+import { ConnectionRegistry, TransactionRunner } from '@app/realtime';
 import { randomUUID } from 'node:crypto';
 import {
   auditItems,
@@ -10,6 +10,7 @@ import {
   USERS,
   waitForAudit,
 } from './utils/app';
+import { Task } from '../src/tasks/task.entity';
 import { SseClient } from './utils/sse-client';
 import { metric, waitFor } from './utils/wait';
 
@@ -248,6 +249,53 @@ describeEachDb('SSE', (db) => {
     const sub2 = (await again.next((e) => e.type === 'subscription_created')).data.subscriptionId;
     const [replayed] = await again.waitChanges(sub2, 1);
     expect(replayed.document.title).toBe('exp 2');
+  });
+});
+
+describe('SSE: one event larger than MAX_BUFFERED_BYTES [sqlite]', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await startTestApp('sqlite', { MAX_BUFFERED_BYTES: String(256 * 1024) });
+  });
+  afterAll(async () => {
+    SseClient.closeAll();
+    await t?.close();
+  });
+
+  it('a transaction whose changes make one ~18 MB event reaches a reading stream, which stays open for the next change; one event is not a backlog', async () => {
+    const project = await t.api(USERS.alice, 'POST', '/api/projects', {
+      name: 'P',
+      department: 'eng',
+    });
+    const projectId = project.body.id as string;
+    const query = {
+      collection: 'tasks',
+      filters: [{ type: 'field', field: 'projectId', operator: 'eq', value: projectId }],
+    };
+    const c = await SseClient.open(t.http, t.token(user()), [query]);
+    const subId = (await c.next((e) => e.type === 'subscription_created')).data.subscriptionId;
+    // ~0.5 MB of tags per task through the entity (the REST schema caps tags)
+    const tags = Array.from({ length: 5_000 }, (_, i) => `tag-${i}-${'x'.repeat(90)}`);
+    const ids: string[] = [];
+    await t.app.get(TransactionRunner).transaction(async (m) => {
+      const repo = m.getRepository(Task);
+      for (let i = 0; i < 36; i++) {
+        const task = repo.create({
+          projectId,
+          title: `big ${i}`,
+          ownerId: 'x',
+          department: 'eng',
+          tags,
+        });
+        ids.push((await repo.save(task)).id);
+      }
+    });
+    const got = await c.waitChanges(subId, 36, 30_000);
+    expect(got.map((x) => x.documentId)).toEqual(ids);
+    const small = await seedTask(t, { title: 'after' }, projectId);
+    const all = await c.waitChanges(subId, 37, 30_000);
+    expect(all[36].documentId).toBe(small.id);
+    c.close();
   });
 });
 

@@ -1,4 +1,4 @@
-import { ConnectionRegistry, SubscriptionsService } from '@app/realtime';
+import { ConnectionRegistry, SubscriptionsService, TransactionRunner } from '@app/realtime';
 import jwt from 'jsonwebtoken';
 import WebSocket from 'ws';
 import {
@@ -11,6 +11,7 @@ import {
   USERS,
   waitForAudit,
 } from './utils/app';
+import { Task } from '../src/tasks/task.entity';
 import { metric, waitFor } from './utils/wait';
 import { Msg, WsClient } from './utils/ws-client';
 
@@ -605,6 +606,58 @@ describe('WebSocket closes, audit and metrics [sqlite]', () => {
     expect(
       metric(await metrics(t), 'realtime_dropped_connections_total', { reason: 'slow_consumer' }),
     ).toBe(1);
+  });
+});
+
+describe('WebSocket: one frame larger than MAX_BUFFERED_BYTES [sqlite]', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await startTestApp('sqlite', { MAX_BUFFERED_BYTES: String(256 * 1024) });
+  });
+  afterAll(() => t?.close());
+
+  it('a transaction whose changes make one ~18 MB frame reaches a reading subscriber, live and replayed on resume; one frame is not a backlog', async () => {
+    const projectId = await createProject(t);
+    const inProject = {
+      collection: 'tasks',
+      filters: [{ type: 'field', field: 'projectId', operator: 'eq', value: projectId }],
+    };
+    const c = await WsClient.open(t.ws, t.token(user()));
+    const sub = await c.subscribe(inProject);
+    // ~0.5 MB of tags per task through the entity (the REST schema caps tags)
+    const tags = Array.from({ length: 5_000 }, (_, i) => `tag-${i}-${'x'.repeat(90)}`);
+    const BIG = 36;
+    const ids: string[] = [];
+    await t.app.get(TransactionRunner).transaction(async (m) => {
+      const repo = m.getRepository(Task);
+      for (let i = 0; i < BIG; i++) {
+        const task = repo.create({
+          projectId,
+          title: `big ${i}`,
+          ownerId: 'x',
+          department: 'eng',
+          tags,
+        });
+        ids.push((await repo.save(task)).id);
+      }
+    });
+    const got = await c.waitChanges(sub, BIG, 30_000);
+    expect(got.map((x) => x.documentId)).toEqual(ids);
+    expect(c.closed).toBeUndefined();
+
+    // a client that resumes from before the transaction gets it again, and stays
+    const again = await WsClient.open(t.ws, t.token(user()));
+    const resumed = await again.subscribe(inProject, {
+      resumeFrom: String(Number(got[0].seq) - 1),
+    });
+    const replayed = await again.waitChanges(resumed, BIG, 30_000);
+    expect(replayed.map((x) => x.documentId)).toEqual(ids);
+    const small = await seedTask(t, { title: 'after' }, projectId);
+    const [next] = await again.waitChanges(resumed, BIG + 1, 30_000).then((all) => all.slice(BIG));
+    expect(next.documentId).toBe(small.id);
+    expect(again.closed).toBeUndefined();
+    c.close();
+    again.close();
   });
 });
 

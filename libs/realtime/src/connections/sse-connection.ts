@@ -64,8 +64,11 @@ export class SseConnection extends Connection {
       const { type, data } = batch[i];
       text += `event: ${type}\n${i === idFor ? `id: ${this.lastId}\n` : ''}data: ${data}\n\n`;
     }
-    const ok = this.res.write(text);
-    if (!ok && this.res.writableLength > this.maxBufferedBytes) this.onOverflow(this);
+    // a slow consumer is one whose backlog was over the limit before this write; the write
+    // itself does not count (one event larger than the limit would close it every time)
+    const backlog = this.res.writableLength;
+    this.res.write(text);
+    if (backlog > this.maxBufferedBytes) this.onOverflow(this);
   };
 
   close(): void {

@@ -33,7 +33,15 @@ function onError(): void {
   // the socket closes after an error; 'close' does the cleanup
 }
 
-/** A WebSocket client. Frames are built by concatenation around the engine's JSON. */
+/**
+ * A WebSocket client. Frames are built by concatenation around the engine's JSON.
+ *
+ * A slow consumer (closed 4009) is one whose backlog was already over maxBufferedBytes
+ * when a new frame came. The frame itself does not count: one frame larger than the limit
+ * (a big transaction, or a replay of one) would otherwise close the connection every
+ * time, and a resume would replay the same frame forever. So every connection gets at
+ * least the frame that finds it within the limit.
+ */
 export class WsConnection extends Connection {
   readonly transport = 'websocket' as const;
   /** token bucket of client messages */
@@ -72,8 +80,9 @@ export class WsConnection extends Connection {
       options?.requestId !== undefined
         ? `{"type":"${type}","id":${JSON.stringify(options.requestId)},"data":${dataJson}}`
         : `{"type":"${type}","data":${dataJson}}`;
+    const backlog = this.socket.bufferedAmount;
     this.socket.send(frame);
-    if (this.socket.bufferedAmount > this.maxBufferedBytes) this.owner.onOverflow(this);
+    if (backlog > this.maxBufferedBytes) this.owner.onOverflow(this);
   }
 
   /** The fan-out fast path: frame the shared change bytes and write them to the socket. */
@@ -88,8 +97,13 @@ export class WsConnection extends Connection {
     const prefix = (subscription.wsPrefix ??= Buffer.from(
       `{"type":"data_change","data":{"subscriptionId":"${subscription.id}","changes":[`,
     ));
+    const queued = target.socket.writableLength;
     writeTextFrame(target, prefix, changes, SUFFIX, more);
-    if (target.socket.writableLength > 0 && this.socket.bufferedAmount > this.maxBufferedBytes)
+    // what this frame joined, not the frame itself (see the class comment)
+    if (
+      queued > 0 &&
+      this.socket.bufferedAmount - (target.socket.writableLength - queued) > this.maxBufferedBytes
+    )
       this.owner.onOverflow(this);
   }
 
