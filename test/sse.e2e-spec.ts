@@ -1,8 +1,9 @@
-import { ConnectionRegistry, TransactionRunner } from '@app/realtime';
+import { ConnectionRegistry } from '@app/realtime';
 import { randomUUID } from 'node:crypto';
 import {
   auditItems,
   describeEachDb,
+  saveBigTasks,
   seedTask,
   startTestApp,
   TestApp,
@@ -10,7 +11,6 @@ import {
   USERS,
   waitForAudit,
 } from './utils/app';
-import { Task } from '../src/tasks/task.entity';
 import { SseClient } from './utils/sse-client';
 import { metric, waitFor } from './utils/wait';
 
@@ -274,22 +274,7 @@ describe('SSE: one event larger than MAX_BUFFERED_BYTES [sqlite]', () => {
     };
     const c = await SseClient.open(t.http, t.token(user()), [query]);
     const subId = (await c.next((e) => e.type === 'subscription_created')).data.subscriptionId;
-    // ~0.5 MB of tags per task through the entity (the REST schema caps tags)
-    const tags = Array.from({ length: 5_000 }, (_, i) => `tag-${i}-${'x'.repeat(90)}`);
-    const ids: string[] = [];
-    await t.app.get(TransactionRunner).transaction(async (m) => {
-      const repo = m.getRepository(Task);
-      for (let i = 0; i < 36; i++) {
-        const task = repo.create({
-          projectId,
-          title: `big ${i}`,
-          ownerId: 'x',
-          department: 'eng',
-          tags,
-        });
-        ids.push((await repo.save(task)).id);
-      }
-    });
+    const ids = await saveBigTasks(t, projectId, 36);
     const got = await c.waitChanges(subId, 36, 30_000);
     expect(got.map((x) => x.documentId)).toEqual(ids);
     const small = await seedTask(t, { title: 'after' }, projectId);

@@ -1,9 +1,10 @@
-import { ConnectionRegistry, SubscriptionsService, TransactionRunner } from '@app/realtime';
+import { ConnectionRegistry, SubscriptionsService } from '@app/realtime';
 import jwt from 'jsonwebtoken';
 import WebSocket from 'ws';
 import {
   auditItems,
   describeEachDb,
+  saveBigTasks,
   seedTask,
   startTestApp,
   TestApp,
@@ -11,7 +12,6 @@ import {
   USERS,
   waitForAudit,
 } from './utils/app';
-import { Task } from '../src/tasks/task.entity';
 import { metric, waitFor } from './utils/wait';
 import { Msg, WsClient } from './utils/ws-client';
 
@@ -624,23 +624,8 @@ describe('WebSocket: one frame larger than MAX_BUFFERED_BYTES [sqlite]', () => {
     };
     const c = await WsClient.open(t.ws, t.token(user()));
     const sub = await c.subscribe(inProject);
-    // ~0.5 MB of tags per task through the entity (the REST schema caps tags)
-    const tags = Array.from({ length: 5_000 }, (_, i) => `tag-${i}-${'x'.repeat(90)}`);
     const BIG = 36;
-    const ids: string[] = [];
-    await t.app.get(TransactionRunner).transaction(async (m) => {
-      const repo = m.getRepository(Task);
-      for (let i = 0; i < BIG; i++) {
-        const task = repo.create({
-          projectId,
-          title: `big ${i}`,
-          ownerId: 'x',
-          department: 'eng',
-          tags,
-        });
-        ids.push((await repo.save(task)).id);
-      }
-    });
+    const ids = await saveBigTasks(t, projectId, BIG);
     const got = await c.waitChanges(sub, BIG, 30_000);
     expect(got.map((x) => x.documentId)).toEqual(ids);
     expect(c.closed).toBeUndefined();

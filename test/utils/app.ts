@@ -5,9 +5,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import { AuditService } from '@app/realtime';
+import { AuditService, TransactionRunner } from '@app/realtime';
 import { createApp } from '../../src/app.factory';
 import { loadConfig } from '../../src/config/app.config';
+import { Task } from '../../src/tasks/task.entity';
 import { createPgDatabase, DatabaseKind, postgresAvailable } from './services';
 import { waitFor } from './wait';
 
@@ -176,4 +177,32 @@ export function waitForAudit(t: TestApp, query: string, action: string): Promise
     const found = await auditItems(t, query);
     return found.some((x) => x.action === action) ? found : undefined;
   }, `${action} in the audit log`);
+}
+
+/**
+ * Saves `count` tasks of a project in one transaction, each with ~0.5 MB of tags (through
+ * the entity: the REST schema caps tags), so that their changes make one huge frame for a
+ * subscriber of the project. Their ids, in save order.
+ */
+export async function saveBigTasks(
+  t: TestApp,
+  projectId: string,
+  count: number,
+): Promise<string[]> {
+  const tags = Array.from({ length: 5_000 }, (_, i) => `tag-${i}-${'x'.repeat(90)}`);
+  const ids: string[] = [];
+  await t.app.get(TransactionRunner).transaction(async (m) => {
+    const repo = m.getRepository(Task);
+    for (let i = 0; i < count; i++) {
+      const task = repo.create({
+        projectId,
+        title: `big ${i}`,
+        ownerId: 'x',
+        department: 'eng',
+        tags,
+      });
+      ids.push((await repo.save(task)).id);
+    }
+  });
+  return ids;
 }
