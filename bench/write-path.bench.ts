@@ -283,8 +283,8 @@ async function main(): Promise<void> {
       { DATABASE_URL: d.url, CHANGE_LOG_PREPARED: 'false' },
       writers,
     );
-    const [bs, ps, us] = await compare([bareSide, pipelineSide, unprepared], writers, true);
-    const [b, p, u] = [bs.rate, ps.rate, us.rate];
+    const [bs, ps, vs] = await compare([bareSide, pipelineSide, unprepared], writers, true);
+    const [b, p, u] = [bs.rate, ps.rate, vs.rate];
     for (const side of [bareSide, pipelineSide, unprepared]) await side.close();
     for (const db of [a, c, d]) await db.drop();
     rows.push({
@@ -293,7 +293,7 @@ async function main(): Promise<void> {
       bare: b,
       pipeline: p,
       variant: u,
-      cpu: { bare: bs.cpu, pipeline: ps.cpu, variant: us.cpu },
+      cpu: { bare: bs.cpu, pipeline: ps.cpu, variant: vs.cpu },
     });
     console.log(
       `postgres   writers=${writers}: bare ${b.toFixed(0)}/s, pipeline ${p.toFixed(0)}/s (${(p / b).toFixed(2)}×), log INSERT not prepared ${u.toFixed(0)}/s (${(u / b).toFixed(2)}×)`,

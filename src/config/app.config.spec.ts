@@ -39,6 +39,7 @@ describe('loadConfig', () => {
     ['HEARTBEAT_INTERVAL_MS', '5'],
     ['SQLITE_CHECKPOINT_MS', 'often'],
     ['SQLITE_CHECKPOINT_MS', '-1'],
+    ['CHANGE_LOG_PREPARED', 'maybe'],
   ])('fails fast on a bad %s, naming it', (name, value) => {
     let error: unknown;
     try {

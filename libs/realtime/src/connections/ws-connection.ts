@@ -97,14 +97,11 @@ export class WsConnection extends Connection {
     const prefix = (subscription.wsPrefix ??= Buffer.from(
       `{"type":"data_change","data":{"subscriptionId":"${subscription.id}","changes":[`,
     ));
-    const queued = target.socket.writableLength;
+    // the backlog this frame joins, not the frame itself (see the class comment); nothing
+    // queued on the TCP socket is the hot path's case, read without ws's getter
+    const backlog = target.socket.writableLength === 0 ? 0 : this.socket.bufferedAmount;
     writeTextFrame(target, prefix, changes, SUFFIX, more);
-    // what this frame joined, not the frame itself (see the class comment)
-    if (
-      queued > 0 &&
-      this.socket.bufferedAmount - (target.socket.writableLength - queued) > this.maxBufferedBytes
-    )
-      this.owner.onOverflow(this);
+    if (backlog > this.maxBufferedBytes) this.owner.onOverflow(this);
   }
 
   close(code: number, reason: string): void {

@@ -69,11 +69,12 @@ const pgLogInsert = (lockKey: string, values: string[]) =>
 const PREPARED_LOG = 'nest_realtime_change_log_v1';
 const PREPARE_LOG = `PREPARE ${PREPARED_LOG} (text, text, text, text, text, text, text, text, integer, text) AS WITH seq_lock AS (SELECT pg_advisory_xact_lock(${SEQ_LOCK_KEY})) INSERT INTO "change_log" (${COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM seq_lock RETURNING "seq"`;
 const EXISTING_LOG_STATEMENT = `SELECT 1 FROM pg_prepared_statements WHERE name = '${PREPARED_LOG}'`;
-/** The change log rows and COMMIT as one message; each result holds at most rowsPerResult seqs. */
+/**
+ * The change log rows and COMMIT as one message: one EXECUTE of PREPARED_LOG per change
+ * (`executes`, one seq per result) or multi-row INSERTs (up to LOG_CHUNK seqs per result).
+ */
 interface LogMessage {
   sql: string;
-  rowsPerResult: number;
-  /** through PREPARED_LOG */
   executes: boolean;
 }
 /** SQLSTATE of an EXECUTE of a statement the session does not have (DEALLOCATE ALL, DISCARD ALL, a pooler's other session) */
@@ -107,7 +108,10 @@ function assignSeqs(changes: ChangeRecord[], from: number, rows: { seq: number |
 const depthOf = (runner: QueryRunner): number =>
   (runner as unknown as { transactionDepth?: number }).transactionDepth ?? 1;
 
-/** The part of node-postgres' client that the COMMIT with the log insert uses. */
+/**
+ * The part of node-postgres' client that the COMMIT with the log insert uses (`query`;
+ * `escapeLiteral` is only how pgClientOf recognises one).
+ */
 interface PgClient {
   query(sql: string): Promise<PgResult | PgResult[]>;
   escapeLiteral(value: string): string;
@@ -693,27 +697,27 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
   private logAndCommitSql(changes: ChangeRecord[]): LogMessage | null {
     const text = (v: string | null) => (v === null ? 'NULL' : sqlLiteral(v));
     const int = (v: unknown) => `${versionOf(v) ?? 'NULL'}::integer`;
-    const statements: string[] = [];
     let size = 0;
-    if (this.prepared && changes.length <= MAX_EXECUTES) {
-      for (const c of changes) {
-        const args = `${this.logValues(c).map(text).join(', ')}, ${int(c.version)}, ${text(c.timestamp)}`;
-        size += args.length;
-        statements.push(`EXECUTE ${PREPARED_LOG}(${args})`);
+    /** a change's column values as literals, counted against MAX_COMMIT_MESSAGE */
+    const literals = (c: ChangeRecord) => {
+      const list = `${this.logValues(c).map(text).join(', ')}, ${int(c.version)}, ${text(c.timestamp)}`;
+      size += list.length;
+      return list;
+    };
+    const statements: string[] = [];
+    const executes = this.prepared && changes.length <= MAX_EXECUTES;
+    if (executes) {
+      for (const c of changes) statements.push(`EXECUTE ${PREPARED_LOG}(${literals(c)})`);
+    } else {
+      for (let from = 0; from < changes.length; from += LOG_CHUNK) {
+        const chunk = changes.slice(from, from + LOG_CHUNK);
+        const values = chunk.map((c, i) => `(${int(i)}, ${literals(c)})`);
+        if (size > MAX_COMMIT_MESSAGE) return null;
+        statements.push(pgLogInsert(String(SEQ_LOCK_KEY), values));
       }
-      if (size > MAX_COMMIT_MESSAGE) return null;
-      return { sql: `${statements.join('; ')}; COMMIT`, rowsPerResult: 1, executes: true };
     }
-    for (let from = 0; from < changes.length; from += LOG_CHUNK) {
-      const values = changes.slice(from, from + LOG_CHUNK).map((c, i) => {
-        const row = `(${int(i)}, ${this.logValues(c).map(text).join(', ')}, ${int(c.version)}, ${text(c.timestamp)})`;
-        size += row.length;
-        return row;
-      });
-      if (size > MAX_COMMIT_MESSAGE) return null;
-      statements.push(pgLogInsert(String(SEQ_LOCK_KEY), values));
-    }
-    return { sql: `${statements.join('; ')}; COMMIT`, rowsPerResult: LOG_CHUNK, executes: false };
+    if (size > MAX_COMMIT_MESSAGE) return null;
+    return { sql: `${statements.join('; ')}; COMMIT`, executes };
   }
 
   private async commitWithLog(
@@ -751,8 +755,9 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
       throw new QueryFailedError(statement, undefined, e as Error);
     }
     // one result per EXECUTE (one row each) or per chunk's INSERT, then the COMMIT's
-    for (let k = 0; k * message.rowsPerResult < changes.length; k++) {
-      assignSeqs(changes, k * message.rowsPerResult, results[k].rows);
+    const perResult = executes ? 1 : LOG_CHUNK;
+    for (let k = 0; k * perResult < changes.length; k++) {
+      assignSeqs(changes, k * perResult, results[k].rows);
     }
     return [];
   }
