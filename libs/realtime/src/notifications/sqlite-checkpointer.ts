@@ -18,10 +18,13 @@ export interface CheckpointReport {
  * The worker: its own connection to the same file. Every `intervalMs` it asks
  * `PRAGMA data_version`, which changes when another connection has committed (no I/O, no
  * lock held). While commits keep coming it checkpoints every `busyMs`; once they stop, after
- * `idleMs`, a last time, so that the database file itself is current. PASSIVE: it never
- * waits for the writer and never blocks it. It opens no file of its own beside its
- * connection: closing a descriptor of a database file would drop every POSIX lock this
- * process holds on it, SQLite's included.
+ * `idleMs`, a last time, so that the database file itself is current. After `quietMs`
+ * without a commit, with nothing left to copy, it asks only every `quietMs`: an idle
+ * server's worker wakes once a second, not ten times (each wake is a thread switch). The
+ * first commit after a quiet spell is seen at the next look and checkpointed then.
+ * PASSIVE: it never waits for the writer and never blocks it. It opens no file of its own
+ * beside its connection: closing a descriptor of a database file would drop every POSIX
+ * lock this process holds on it, SQLite's included.
  * Plain JavaScript evaluated in the worker, so that it runs the same under ts-node, jest
  * and the compiled build.
  */
@@ -29,33 +32,42 @@ const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.module);
 const db = new Database(workerData.file, { fileMustExist: true });
-let version = db.pragma('data_version', { simple: true });
-let waiting = false;
+const dataVersion = db.prepare('PRAGMA data_version').pluck();
+let version = dataVersion.get();
+// commits that landed before this first look (the app starts writing while the worker
+// boots) are not seen as a change: copy whatever the WAL holds once, as after a commit
+let waiting = true;
 let lastCommitSeen = Date.now();
 let lastCheckpoint = Date.now();
-const timer = setInterval(() => {
+let timer;
+function look() {
+  let next = workerData.intervalMs;
   try {
     const now = Date.now();
-    const v = db.pragma('data_version', { simple: true });
+    const v = dataVersion.get();
     if (v !== version) {
       version = v;
       waiting = true;
       lastCommitSeen = now;
     }
-    if (!waiting) return;
-    if (now - lastCheckpoint < workerData.busyMs && now - lastCommitSeen < workerData.idleMs) return;
-    const [row] = db.pragma('wal_checkpoint(PASSIVE)');
-    lastCheckpoint = now;
-    // all copied: nothing waits until the next commit; else try again at the next turn
-    waiting = row.checkpointed < row.log;
-    parentPort.postMessage({ walFrames: row.log, checkpointed: row.checkpointed });
+    if (!waiting) {
+      if (now - lastCommitSeen >= workerData.quietMs) next = workerData.quietMs;
+    } else if (now - lastCheckpoint >= workerData.busyMs || now - lastCommitSeen >= workerData.idleMs) {
+      const [row] = db.pragma('wal_checkpoint(PASSIVE)');
+      lastCheckpoint = now;
+      // all copied: nothing waits until the next commit; else try again at the next look
+      waiting = row.checkpointed < row.log;
+      parentPort.postMessage({ walFrames: row.log, checkpointed: row.checkpointed });
+    }
   } catch (e) {
     parentPort.postMessage({ error: String(e && e.message) });
   }
-}, workerData.intervalMs);
+  timer = setTimeout(look, next);
+}
+timer = setTimeout(look, workerData.intervalMs);
 parentPort.on('message', (m) => {
   if (m === 'stop') {
-    clearInterval(timer);
+    clearTimeout(timer);
     db.close();
     parentPort.close();
   }
@@ -66,6 +78,8 @@ parentPort.on('message', (m) => {
 const BUSY_MS = 500;
 /** A quiet spell after which the worker checkpoints whatever waits. */
 const IDLE_MS = 1_000;
+/** Quiet, with nothing to copy: the worker looks this often (a commit waits at most this). */
+const QUIET_MS = 1_000;
 
 /** The main connection's own checkpoint, kept as a backstop: every 4 000 WAL pages. */
 const BACKSTOP_PAGES = 4_000;
@@ -125,6 +139,7 @@ export class SqliteCheckpointer implements OnApplicationBootstrap, OnApplication
         intervalMs: Math.max(10, setting.intervalMs ?? 100),
         busyMs: BUSY_MS,
         idleMs: IDLE_MS,
+        quietMs: Math.max(QUIET_MS, setting.intervalMs ?? 100),
       },
     });
     worker.unref();
