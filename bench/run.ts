@@ -95,6 +95,9 @@ if (process.env.BENCH_N)
     .map(Number)
     .filter((n) => n > 0);
 if (process.env.BENCH_CONCURRENCY) CONFIG.concurrency = Number(process.env.BENCH_CONCURRENCY);
+// more paced changes: a longer window for a profile, or a steadier figure for an A/B
+if (Number(process.env.BENCH_PACED_CHANGES) > 0)
+  CONFIG.paced.changes = Number(process.env.BENCH_PACED_CHANGES);
 
 const TARGETS: Target[] = [bareWsTarget, socketIoTarget, nchanTarget, oursTarget].filter(
   (t) => !process.env.BENCH_TARGETS || process.env.BENCH_TARGETS.split(',').includes(t.name),
@@ -321,6 +324,43 @@ async function runScenario(
   };
 }
 
+/**
+ * What a paced change costs a server with nobody to deliver to, and what it spends while
+ * nothing happens at all. The paced scenario pays both once per change whatever N is, so at
+ * small N they, not the deliveries, decide its CPU per delivery. Once per target (at its
+ * first N: without subscribers N makes no difference), after the warm-up publishes.
+ * - idle: server CPU over IDLE_SAMPLE_MS without a request (timers, metrics, threads);
+ * - paced publish: PACED_SAMPLES publishes at the paced scenario's interval, CPU over
+ *   exactly that many intervals ÷ publishes, so the idle time between them is included as
+ *   it is in the paced scenario.
+ * Both are read from /proc like every CPU figure here; on a kernel with tick-based CPU
+ * accounting (CONFIG_TICK_CPU_ACCOUNTING, e.g. 250 Hz) they are statistical: a tick charges
+ * its whole period to whatever runs at that moment.
+ */
+const IDLE_SAMPLE_MS = 3000;
+const PACED_SAMPLES = 30;
+
+async function measureFixedCosts(
+  rt: RunningTarget,
+  run: FanoutRun,
+  prepared: number,
+  what: string,
+): Promise<void> {
+  progress(`${what} fixed`, `${what}: idle CPU, paced publishes (no subscribers)`);
+  const idle0 = cpuMs(rt.pid);
+  await sleep(IDLE_SAMPLE_MS);
+  run.idleCpuMsPerSec = ((cpuMs(rt.pid) - idle0) * 1000) / IDLE_SAMPLE_MS;
+  const interval = CONFIG.paced.intervalMs;
+  const start = Date.now();
+  const cpu0 = cpuMs(rt.pid);
+  for (let k = 0; k < PACED_SAMPLES; k++) {
+    await sleep(start + k * interval - Date.now());
+    await rt.publish(k % prepared);
+  }
+  await sleep(start + PACED_SAMPLES * interval - Date.now());
+  run.publishPacedCpuUs = ((cpuMs(rt.pid) - cpu0) * 1000) / PACED_SAMPLES;
+}
+
 async function runFanout(
   target: Target,
   n: number,
@@ -353,6 +393,7 @@ async function runFanout(
       await rt.publish(i % prepared);
     }
     run.publishCpuUs = ((cpuMs(rt.pid) - cpu0) * 1000) / timed;
+    if (n === CONFIG.ns[0]) await measureFixedCosts(rt, run, prepared, what);
     const before = await rt.memory();
     lg = await Loadgen.start(BUILD, (phase, done, total) =>
       progress(`${what} ${phase}`, `${what}: ${phase} ${done}/${total}`),
@@ -458,6 +499,10 @@ async function runChildBench(name: string, file: string): Promise<ChildBench> {
   if (!existsSync(join(ROOT, rel))) {
     log(`${name}: ${rel} does not exist: not yet measured`);
     return { name, file: rel, status: 'absent', elapsedMs: 0, output: '' };
+  }
+  if (process.env.BENCH_FANOUT_ONLY === '1') {
+    log(`${name}: skipped (BENCH_FANOUT_ONLY=1)`);
+    return { name, file: rel, status: 'skipped', elapsedMs: 0, output: '' };
   }
   const timeoutMs = bounded(CONFIG.childTimeoutMs, 20_000);
   log(`${name}: running ${rel} (bound ${Math.round(timeoutMs / 1000)} s)`);

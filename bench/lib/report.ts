@@ -47,6 +47,13 @@ export interface FanoutRun {
   };
   /** server CPU µs per publish while nobody is subscribed (the publish path alone) */
   publishCpuUs?: number;
+  /**
+   * server CPU µs per publish at the paced scenario's interval, idle time between included,
+   * nobody subscribed: what a paced change costs before any delivery (first N only)
+   */
+  publishPacedCpuUs?: number;
+  /** server CPU ms per second while nothing happens, nobody subscribed (first N only) */
+  idleCpuMsPerSec?: number;
   scenarios: ScenarioResult[];
   error?: string;
 }
@@ -64,7 +71,7 @@ export interface TargetResult {
 export interface ChildBench {
   name: string;
   file: string;
-  status: 'ok' | 'absent' | 'failed' | 'timeout';
+  status: 'ok' | 'absent' | 'skipped' | 'failed' | 'timeout';
   elapsedMs: number;
   output: string;
 }
@@ -190,6 +197,8 @@ export function connectTable(r: Results): Table {
     'RSS before MiB',
     'RSS after MiB',
     'publish CPU µs, 0 subs',
+    'paced publish CPU µs, 0 subs',
+    'idle CPU ms/s',
   ];
   const rows: string[][] = [];
   for (const t of r.targets) {
@@ -207,10 +216,12 @@ export function connectTable(r: Results): Table {
         m ? num(m.before.rssBytes / 1048576, 1) : '–',
         m ? num(m.after.rssBytes / 1048576, 1) : '–',
         run.publishCpuUs === undefined ? '–' : num(run.publishCpuUs),
+        run.publishPacedCpuUs === undefined ? '–' : num(run.publishPacedCpuUs),
+        run.idleCpuMsPerSec === undefined ? '–' : num(run.idleCpuMsPerSec, 1),
       ]);
     }
   }
-  return { headers, rows, right: [false, true, true, true, true, true, true, true, true, true] };
+  return { headers, rows, right: [false, ...headers.slice(1).map(() => true)] };
 }
 
 export function ratioTable(r: Results): Table {
@@ -254,6 +265,7 @@ export function markdownTable(t: Table): string {
 
 function childSection(c: ChildBench): string {
   if (c.status === 'absent') return `\`${c.file}\` does not exist: not yet measured.\n`;
+  if (c.status === 'skipped') return `\`${c.file}\`: skipped (\`BENCH_FANOUT_ONLY=1\`).\n`;
   const head =
     c.status === 'ok'
       ? `\`${c.file}\`, ${num(c.elapsedMs / 1000, 1)} s:`
