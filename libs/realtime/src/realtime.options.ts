@@ -97,7 +97,8 @@ export interface RealtimeModuleOptions {
   /**
    * better-sqlite3 in WAL mode: WAL checkpoints (copy and fsync) run in a worker thread,
    * which looks every `intervalMs` (once a second after a quiet second with nothing to
-   * copy), instead of inside a COMMIT on the event loop (SqliteCheckpointer). `false`: SQLite's own in-line checkpoints. Ignored elsewhere.
+   * copy), instead of inside a COMMIT on the event loop (SqliteCheckpointer). `false`:
+   * SQLite's own in-line checkpoints. Ignored elsewhere.
    * @default { intervalMs: 100 }
    */
   sqliteCheckpoint?: false | { intervalMs?: number };

@@ -52,7 +52,10 @@ function look() {
     }
     if (!waiting) {
       if (now - lastCommitSeen >= workerData.quietMs) next = workerData.quietMs;
-    } else if (now - lastCheckpoint >= workerData.busyMs || now - lastCommitSeen >= workerData.idleMs) {
+    } else if (
+      now - lastCheckpoint >= workerData.busyMs ||
+      now - lastCommitSeen >= workerData.idleMs
+    ) {
       const [row] = db.pragma('wal_checkpoint(PASSIVE)');
       lastCheckpoint = now;
       // all copied: nothing waits until the next commit; else try again at the next look
