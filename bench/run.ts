@@ -10,7 +10,9 @@
  * Env: BENCH_QUICK=1, BENCH_N=1000,5000 (fan-out sizes), BENCH_TARGETS=ws,socketio,nchan,ours,
  * BENCH_CONCURRENCY (handshakes in flight), BENCH_SOURCE_IPS (client source addresses),
  * BENCH_OURS_BUILD / BENCH_OURS_ENV / BENCH_OURS_GC (see targets/ours.ts), BENCH_PERF=burst|paced
- * (`perf record -g` of the server during that scenario, into bench/results/perf-*.data).
+ * (`perf record -g` of the server during that scenario, into bench/results/perf-*.data),
+ * BENCH_PACED_CHANGES (length of the paced series), BENCH_FANOUT_ONLY=1 (no routing and
+ * write-path child benches).
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
@@ -18,7 +20,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import * as ts from 'typescript';
 import { changePayload, nowUs, sleep } from './lib/common';
 import { Loadgen } from './lib/loadgen-client';
-import { cpuMs, fdLimit, gitCommit, machineCpuMs, machineInfo } from './lib/proc';
+import { cpuMs, fdLimit, gitCommit, machineCpuMs, machineInfo, runTimeMs } from './lib/proc';
 import { openConnections, runToCompletion, WANTED_FD_LIMIT } from './lib/process';
 import {
   connectTable,
@@ -96,8 +98,8 @@ if (process.env.BENCH_N)
     .filter((n) => n > 0);
 if (process.env.BENCH_CONCURRENCY) CONFIG.concurrency = Number(process.env.BENCH_CONCURRENCY);
 // more paced changes: a longer window for a profile, or a steadier figure for an A/B
-if (Number(process.env.BENCH_PACED_CHANGES) > 0)
-  CONFIG.paced.changes = Number(process.env.BENCH_PACED_CHANGES);
+const pacedChanges = Number(process.env.BENCH_PACED_CHANGES);
+if (Number.isInteger(pacedChanges) && pacedChanges > 0) CONFIG.paced.changes = pacedChanges;
 
 const TARGETS: Target[] = [bareWsTarget, socketIoTarget, nchanTarget, oursTarget].filter(
   (t) => !process.env.BENCH_TARGETS || process.env.BENCH_TARGETS.split(',').includes(t.name),
@@ -329,16 +331,16 @@ async function runScenario(
  * nothing happens at all. The paced scenario pays both once per change whatever N is, so at
  * small N they, not the deliveries, decide its CPU per delivery. Once per target (at its
  * first N: without subscribers N makes no difference), after the warm-up publishes.
- * - idle: server CPU over IDLE_SAMPLE_MS without a request (timers, metrics, threads);
+ * - idle: server CPU over IDLE_SAMPLE_MS without a request (timers, metrics, threads, and
+ *   the garbage collection of what the warm-up left);
  * - paced publish: PACED_SAMPLES publishes at the paced scenario's interval, CPU over
  *   exactly that many intervals ÷ publishes, so the idle time between them is included as
- *   it is in the paced scenario.
- * Both are read from /proc like every CPU figure here; on a kernel with tick-based CPU
- * accounting (CONFIG_TICK_CPU_ACCOUNTING, e.g. 250 Hz) they are statistical: a tick charges
- * its whole period to whatever runs at that moment.
+ *   it is in the paced scenario (paced publish − idle × interval ≈ the request itself).
+ * Both from the scheduler's run time (schedstat, ns) rather than utime+stime, whose 10 ms
+ * steps and tick sampling would make a 3-second idle window read 0, 3.3 or 6.7 ms/s.
  */
-const IDLE_SAMPLE_MS = 3000;
-const PACED_SAMPLES = 30;
+const IDLE_SAMPLE_MS = 5000;
+const PACED_SAMPLES = 50;
 
 async function measureFixedCosts(
   rt: RunningTarget,
@@ -347,18 +349,18 @@ async function measureFixedCosts(
   what: string,
 ): Promise<void> {
   progress(`${what} fixed`, `${what}: idle CPU, paced publishes (no subscribers)`);
-  const idle0 = cpuMs(rt.pid);
+  const idle0 = runTimeMs(rt.pid);
   await sleep(IDLE_SAMPLE_MS);
-  run.idleCpuMsPerSec = ((cpuMs(rt.pid) - idle0) * 1000) / IDLE_SAMPLE_MS;
+  run.idleCpuMsPerSec = ((runTimeMs(rt.pid) - idle0) * 1000) / IDLE_SAMPLE_MS;
   const interval = CONFIG.paced.intervalMs;
   const start = Date.now();
-  const cpu0 = cpuMs(rt.pid);
+  const cpu0 = runTimeMs(rt.pid);
   for (let k = 0; k < PACED_SAMPLES; k++) {
-    await sleep(start + k * interval - Date.now());
+    await sleep(Math.max(0, start + k * interval - Date.now()));
     await rt.publish(k % prepared);
   }
-  await sleep(start + PACED_SAMPLES * interval - Date.now());
-  run.publishPacedCpuUs = ((cpuMs(rt.pid) - cpu0) * 1000) / PACED_SAMPLES;
+  await sleep(Math.max(0, start + PACED_SAMPLES * interval - Date.now()));
+  run.publishPacedCpuUs = ((runTimeMs(rt.pid) - cpu0) * 1000) / PACED_SAMPLES;
 }
 
 async function runFanout(

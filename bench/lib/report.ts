@@ -181,7 +181,7 @@ export function fanoutTable(r: Results): Table {
   return {
     headers,
     rows,
-    right: [false, true, false, true, true, true, true, true, true, true, true],
+    right: headers.map((_, i) => i !== 0 && i !== 2),
   };
 }
 
