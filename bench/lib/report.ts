@@ -221,7 +221,7 @@ export function connectTable(r: Results): Table {
       ]);
     }
   }
-  return { headers, rows, right: [false, ...headers.slice(1).map(() => true)] };
+  return { headers, rows, right: headers.map((_, i) => i !== 0) };
 }
 
 export function ratioTable(r: Results): Table {

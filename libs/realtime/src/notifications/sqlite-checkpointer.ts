@@ -134,15 +134,16 @@ export class SqliteCheckpointer implements OnApplicationBootstrap, OnApplication
     if (!db || typeof file !== 'string' || file === ':memory:' || file === '') return;
     if (db.pragma('journal_mode', { simple: true }) !== 'wal') return;
     db.pragma(`wal_autocheckpoint = ${BACKSTOP_PAGES}`);
+    const intervalMs = Math.max(10, setting.intervalMs ?? 100);
     const worker = new Worker(WORKER_SOURCE, {
       eval: true,
       workerData: {
         module: require.resolve('better-sqlite3'),
         file,
-        intervalMs: Math.max(10, setting.intervalMs ?? 100),
+        intervalMs,
         busyMs: BUSY_MS,
         idleMs: IDLE_MS,
-        quietMs: Math.max(QUIET_MS, setting.intervalMs ?? 100),
+        quietMs: Math.max(QUIET_MS, intervalMs),
       },
     });
     worker.unref();
