@@ -11,7 +11,8 @@
  * BENCH_CONCURRENCY (handshakes in flight), BENCH_SOURCE_IPS (client source addresses),
  * BENCH_OURS_BUILD / BENCH_OURS_ENV / BENCH_OURS_GC (see targets/ours.ts), BENCH_PERF=burst|paced
  * (`perf record -g` of the server during that scenario, into bench/results/perf-*.data),
- * BENCH_PACED_CHANGES (length of the paced series), BENCH_FANOUT_ONLY=1 (no routing and
+ * BENCH_PACED_CHANGES (length of the paced series), BENCH_WARM_PUBLISHES (publishes before
+ * anyone subscribes, in blocks of 500; quick: 10), BENCH_FANOUT_ONLY=1 (no routing and
  * write-path child benches).
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -69,6 +70,7 @@ const CONFIG = QUICK
       burst: 5,
       paced: { changes: 10, intervalMs: 100 },
       warmPublishes: 20,
+      warmBlock: 10,
       concurrency: 100,
       connectTimeoutMs: 30_000,
       collectTimeoutMs: 8_000,
@@ -82,7 +84,8 @@ const CONFIG = QUICK
       ns: [1000, 5000, 10000],
       burst: 10,
       paced: { changes: 20, intervalMs: 100 },
-      warmPublishes: 2000,
+      warmPublishes: 5000,
+      warmBlock: 500,
       concurrency: 200,
       connectTimeoutMs: 90_000,
       collectTimeoutMs: 30_000,
@@ -100,6 +103,11 @@ if (process.env.BENCH_CONCURRENCY) CONFIG.concurrency = Number(process.env.BENCH
 // more paced changes: a longer window for a profile, or a steadier figure for an A/B
 const pacedChanges = Number(process.env.BENCH_PACED_CHANGES);
 if (Number.isInteger(pacedChanges) && pacedChanges > 0) CONFIG.paced.changes = pacedChanges;
+// a shorter or longer warm-up (whole blocks), e.g. to compare against the earlier 2 000
+const warmPublishes = Number(process.env.BENCH_WARM_PUBLISHES);
+if (Number.isInteger(warmPublishes) && warmPublishes >= CONFIG.warmBlock) {
+  CONFIG.warmPublishes = warmPublishes - (warmPublishes % CONFIG.warmBlock);
+}
 
 const TARGETS: Target[] = [bareWsTarget, socketIoTarget, nchanTarget, oursTarget].filter(
   (t) => !process.env.BENCH_TARGETS || process.env.BENCH_TARGETS.split(',').includes(t.name),
@@ -381,20 +389,29 @@ async function runFanout(
     await rt.prepare(prepared);
     // Steady state, not JIT warm-up: the publish path (ours: HTTP, validation, the
     // transaction, capture) runs a while before anyone subscribes, as in a server that has
-    // been up for some minutes. Ours needs about 2 000: its server CPU per PATCH falls from
-    // 5–6 ms over the first 200 to about 2 ms (Nest, Express and TypeORM are a lot of code
-    // for V8 to optimize). No subscriber: nothing is delivered, nothing is measured.
-    // The last ones are timed: the publish path's own CPU cost, which a paced change pays
-    // once whatever N is (ours: REST, validation, the transaction, capture; the peers:
+    // been up for some minutes. Ours needs 3 000 to 4 000: V8 optimizes Nest, Express and
+    // TypeORM in waves, and its server CPU per PATCH falls from about 4 ms over the first
+    // 500 to about 1.5 ms (at 2 000 it is still about 2 ms; bench/README.md). The CPU per
+    // publish of each block of warmBlock is kept (the report's warm-up curve), so that a
+    // run shows whether its target had levelled off. No subscriber: nothing is delivered.
+    // The last 20 % give the publish path's own CPU cost, which a paced change pays once
+    // whatever N is (ours: REST, validation, the transaction, capture; the peers:
     // receiving the POST).
     progress(`${what} warmup`, `${what}: ${CONFIG.warmPublishes} publishes, no subscribers`);
     const timed = Math.ceil(CONFIG.warmPublishes * 0.2);
     let cpu0 = 0;
+    let block0 = runTimeMs(rt.pid);
+    run.warmupCurveUs = [];
     for (let i = 0; i < CONFIG.warmPublishes; i++) {
-      if (i === CONFIG.warmPublishes - timed) cpu0 = cpuMs(rt.pid);
+      if (i === CONFIG.warmPublishes - timed) cpu0 = runTimeMs(rt.pid);
       await rt.publish(i % prepared);
+      if ((i + 1) % CONFIG.warmBlock === 0) {
+        const now = runTimeMs(rt.pid);
+        run.warmupCurveUs.push(((now - block0) * 1000) / CONFIG.warmBlock);
+        block0 = now;
+      }
     }
-    run.publishCpuUs = ((cpuMs(rt.pid) - cpu0) * 1000) / timed;
+    run.publishCpuUs = ((runTimeMs(rt.pid) - cpu0) * 1000) / timed;
     if (n === CONFIG.ns[0]) await measureFixedCosts(rt, run, prepared, what);
     const before = await rt.memory();
     lg = await Loadgen.start(BUILD, (phase, done, total) =>
@@ -664,6 +681,7 @@ async function main(): Promise<void> {
       paced: CONFIG.paced,
       concurrency: CONFIG.concurrency,
       payloadBytes: Buffer.byteLength(changePayload(0, nowUs())),
+      warmPublishes: CONFIG.warmPublishes,
     },
     targets,
     ratios: ratios(targets),

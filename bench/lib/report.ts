@@ -47,6 +47,8 @@ export interface FanoutRun {
   };
   /** server CPU µs per publish while nobody is subscribed (the publish path alone) */
   publishCpuUs?: number;
+  /** server CPU µs per publish in each block of the warm-up publishes, in order */
+  warmupCurveUs?: number[];
   /**
    * server CPU µs per publish at the paced scenario's interval, idle time between included,
    * nobody subscribed: what a paced change costs before any delivery (first N only)
@@ -101,6 +103,8 @@ export interface Results {
     paced: { changes: number; intervalMs: number };
     concurrency: number;
     payloadBytes: number;
+    /** publishes before anyone subscribes, per target and N */
+    warmPublishes: number;
   };
   targets: TargetResult[];
   ratios: Ratio[];
@@ -311,6 +315,12 @@ export function markdownReport(r: Results, svgFile: string | null, noRatio: stri
         if (s.dropped > 0) out.push(`  - N=${run.n} ${s.scenario}: ${s.dropped} clients dropped`);
         for (const e of s.publishErrors)
           out.push(`  - N=${run.n} ${s.scenario} publish error: ${e}`);
+      }
+      if (run.warmupCurveUs?.length) {
+        const block = Math.round(r.config.warmPublishes / run.warmupCurveUs.length);
+        out.push(
+          `  - N=${run.n} warm-up, server CPU µs per publish by blocks of ${block}: ${run.warmupCurveUs.map((us) => num(us)).join(', ')}`,
+        );
       }
       if (run.error) out.push(`  - N=${run.n}: \`${run.error.split('\n')[0]}\``);
     }
