@@ -6,6 +6,7 @@ import { TypeOrmModule } from '@nestjs/typeorm';
 import { join } from 'node:path';
 import { HttpErrorFilter, RealtimeModule } from '@app/realtime';
 import { AuthController } from './auth/auth.controller';
+import { IdempotencyKeySweeper } from './common/idempotency-key.sweeper';
 import { APP_CONFIG, AppConfig } from './config/app.config';
 import { DemoDataService } from './demo/demo-data.service';
 import { databaseOptions } from './database/database.options';
@@ -68,6 +69,7 @@ export class AppModule {
         { provide: APP_CONFIG, useValue: config },
         { provide: APP_FILTER, useClass: HttpErrorFilter },
         DemoDataService,
+        IdempotencyKeySweeper,
       ],
     };
   }

@@ -40,13 +40,17 @@ export function documentController(
     }
 
     @Post()
-    @ApiOperation({ summary: 'Create (201 with the document)' })
+    @ApiOperation({
+      summary:
+        'Create (201 with the document); with `Idempotency-Key`, a retry answers with the document the key made',
+    })
     create(
       @CurrentPrincipal() principal: Principal,
       @CurrentAbility() ability: AnyAbility,
       @Body() body: unknown,
+      @Headers('idempotency-key') idempotencyKey?: string,
     ) {
-      return this.documents.create(principal, ability, body);
+      return this.documents.create(principal, ability, body, idempotencyKey);
     }
 
     @Get(':id')

@@ -2,7 +2,7 @@ import { HttpStatus } from '@nestjs/common';
 import type { AnyAbility } from '@casl/ability';
 import { subject } from '@casl/ability';
 import { z, ZodType } from 'zod';
-import { FindOptionsWhere, MoreThan, ObjectLiteral, Repository } from 'typeorm';
+import { FindOptionsWhere, MoreThan, ObjectLiteral, QueryFailedError, Repository } from 'typeorm';
 import {
   canOnDoc,
   CollectionRegistry,
@@ -18,6 +18,7 @@ import {
 } from '@app/realtime';
 import type { Doc } from '@app/realtime';
 import { abilityScope } from './ability-scope';
+import { IdempotencyKey } from './idempotency-key.entity';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -40,6 +41,27 @@ export function expectedVersion(
     ]);
   }
   return Number(m[1]);
+}
+
+/** An `Idempotency-Key` header: 1 to 128 visible ASCII characters. */
+const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,128}$/;
+
+/** The header's value, checked; undefined when the request has none. */
+export function idempotencyKeyOf(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  if (!IDEMPOTENCY_KEY.test(header)) {
+    throw new ValidationError([
+      { path: 'Idempotency-Key', message: 'must be 1 to 128 visible ASCII characters' },
+    ]);
+  }
+  return header;
+}
+
+/** A second INSERT of one primary key (PostgreSQL 23505, SQLite SQLITE_CONSTRAINT_PRIMARYKEY). */
+function isDuplicateKey(error: unknown): boolean {
+  if (!(error instanceof QueryFailedError)) return false;
+  const code = (error.driverError as { code?: unknown } | undefined)?.code;
+  return code === '23505' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
 }
 
 /** Create defaults of the sample collections: the creator owns it, in its department unless given. */
@@ -152,18 +174,83 @@ export class DocumentService<T extends ObjectLiteral & { id: string; version: nu
     return this.present(ability, await this.findReadable(ability, id));
   }
 
-  async create(principal: Principal, ability: AnyAbility, body: unknown): Promise<Doc> {
+  /**
+   * With an `Idempotency-Key` (`key`), a create is made once per user and key: the key is
+   * stored in the create's own transaction, and a request that brings a stored key answers
+   * with the document that key made (as the user may see it now) instead of making another.
+   * Two requests racing with one key: on SQLite the transactions take turns, so the second
+   * finds the key; on PostgreSQL the second INSERT of the key fails, its transaction rolls
+   * back, and it answers as a retry.
+   */
+  async create(
+    principal: Principal,
+    ability: AnyAbility,
+    body: unknown,
+    idempotencyKey?: string,
+  ): Promise<Doc> {
+    const key = idempotencyKeyOf(idempotencyKey);
     const input = this.parse(this.config.create, body);
     const values = { ...input, ...this.config.defaults(principal, input) };
     if (!ability.can('create', subject(this.config.collection, { ...values }))) {
       throw new ForbiddenError(`not permitted to create this ${this.config.collection} document`);
     }
     await this.config.validateReferences?.(values, this.repo);
-    const saved = await this.transactions.transaction(
-      (manager) => manager.getRepository<T>(this.repo.target).save(this.repo.create(values as T)),
-      { actor: principal },
-    );
-    return this.present(ability, saved);
+    let outcome: T | IdempotencyKey;
+    try {
+      outcome = await this.transactions.transaction(
+        async (manager) => {
+          const keys = manager.getRepository(IdempotencyKey);
+          if (key) {
+            const earlier = await keys.findOneBy({ userId: principal.userId, key });
+            if (earlier) return earlier;
+          }
+          const saved = await manager
+            .getRepository<T>(this.repo.target)
+            .save(this.repo.create(values as T));
+          if (key) {
+            await keys.insert({
+              userId: principal.userId,
+              key,
+              collection: this.config.collection,
+              documentId: saved.id,
+              createdAt: new Date().toISOString(),
+            });
+          }
+          return saved;
+        },
+        { actor: principal },
+      );
+    } catch (e) {
+      if (!key || !isDuplicateKey(e)) throw e;
+      const earlier = await this.repo.manager
+        .getRepository(IdempotencyKey)
+        .findOneBy({ userId: principal.userId, key });
+      if (!earlier) throw e;
+      outcome = earlier;
+    }
+    if (outcome instanceof IdempotencyKey) return this.replay(ability, outcome);
+    return this.present(ability, outcome);
+  }
+
+  /** The answer to a create whose `Idempotency-Key` was already used: the document it made. */
+  private async replay(ability: AnyAbility, earlier: IdempotencyKey): Promise<Doc> {
+    if (earlier.collection !== this.config.collection) {
+      throw new ValidationError([
+        {
+          path: 'Idempotency-Key',
+          message: `already used for a ${earlier.collection} document`,
+        },
+      ]);
+    }
+    const row = await this.repo.findOne({
+      where: { id: earlier.documentId } as FindOptionsWhere<T>,
+    });
+    if (!row || !canOnDoc(ability, 'read', this.config.collection, this.toDoc(row))) {
+      throw new NotFoundError(
+        `the ${this.config.collection} document made with this Idempotency-Key no longer exists`,
+      );
+    }
+    return this.present(ability, row);
   }
 
   async update(

@@ -2,12 +2,14 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DataSourceOptions } from 'typeorm';
 import { REALTIME_ENTITIES } from '@app/realtime';
+import { IdempotencyKey } from '../common/idempotency-key.entity';
 import { Project } from '../projects/project.entity';
 import { Task } from '../tasks/task.entity';
 import { Init1764400000000 } from './migrations/1764400000000-Init';
 import { ChangeLogNoCreatedAtIndex1764900000000 } from './migrations/1764900000000-ChangeLogNoCreatedAtIndex';
+import { IdempotencyKeys1796003491647 } from './migrations/1796003491647-IdempotencyKeys';
 
-export const APP_ENTITIES = [Project, Task, ...REALTIME_ENTITIES];
+export const APP_ENTITIES = [Project, Task, IdempotencyKey, ...REALTIME_ENTITIES];
 
 /**
  * PostgreSQL when `DATABASE_URL` is set (schema by migrations, run at start), else an
@@ -22,7 +24,11 @@ export function databaseOptions(config: {
       type: 'postgres',
       url: config.databaseUrl,
       entities: APP_ENTITIES,
-      migrations: [Init1764400000000, ChangeLogNoCreatedAtIndex1764900000000],
+      migrations: [
+        Init1764400000000,
+        ChangeLogNoCreatedAtIndex1764900000000,
+        IdempotencyKeys1796003491647,
+      ],
       migrationsRun: true,
       synchronize: false,
       extra: { max: 20 },
