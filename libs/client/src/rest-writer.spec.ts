@@ -8,6 +8,7 @@ interface Call {
   url: string;
   body: unknown;
   auth: string | null;
+  idempotencyKey: string | null;
 }
 
 /** A scripted fetch: each call takes the next answer; no network involved. */
@@ -20,6 +21,7 @@ function scriptedFetch(answers: (Response | Error)[]) {
       url,
       body: init.body ? JSON.parse(String(init.body)) : undefined,
       auth: headers.get('authorization'),
+      idempotencyKey: headers.get('idempotency-key'),
     });
     const answer = answers.shift();
     if (!answer) throw new Error('unexpected request');
@@ -72,6 +74,7 @@ describe('RestWriter', () => {
         url: 'http://app/api/tasks/t1',
         body: { status: 'done', version: 3 },
         auth: 'Bearer token-1',
+        idempotencyKey: null,
       },
     ]);
     expect(result).toEqual({
@@ -96,6 +99,30 @@ describe('RestWriter', () => {
     expect(calls.map((c) => [c.method, c.url, c.body])).toEqual([
       ['POST', 'http://app/api/tasks', { title: 'A' }],
       ['DELETE', 'http://app/api/tasks/t1', { version: 3 }],
+    ]);
+  });
+
+  it('sends a create with its write id as Idempotency-Key, the same on every attempt', async () => {
+    const create: PendingWrite = {
+      ...update,
+      opId: 'op-create-7',
+      kind: 'create',
+      documentId: 'local:7',
+      data: { title: 'A' },
+      version: undefined,
+    };
+    const { writer: w, calls } = writer([
+      new TypeError('fetch failed'),
+      json(201, { ...task, id: 'new' }),
+    ]);
+    expect((await w.execute(create)).send).toEqual({ kind: 'offline' });
+    expect((await w.execute(create)).outcome).toEqual({
+      status: 'applied',
+      document: { ...task, id: 'new' },
+    });
+    expect(calls.map((c) => [c.method, c.idempotencyKey])).toEqual([
+      ['POST', 'op-create-7'],
+      ['POST', 'op-create-7'],
     ]);
   });
 

@@ -107,9 +107,11 @@ export class RestWriter {
     const itemUrl = `${url}/${encodeURIComponent(write.documentId)}`;
     switch (write.kind) {
       case 'create':
+        // the write's id as the key: a retry of a POST whose answer was lost (offline, a
+        // reload) gets the document the first one made, not a second one
         return this.options.fetchImpl(url, {
           method: 'POST',
-          headers,
+          headers: { ...headers, 'idempotency-key': write.opId },
           body: JSON.stringify(write.data ?? {}),
         });
       case 'update':
