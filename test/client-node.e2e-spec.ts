@@ -98,3 +98,56 @@ describe('client library in Node: token lifetime and resync', () => {
     ]);
   });
 });
+
+/**
+ * A create whose answer is lost (the request reached the server, the response did not
+ * reach the client) is sent again by the queue, and still makes one document: the client
+ * sends its write id as `Idempotency-Key`, the app answers the repeat with the document.
+ */
+describe('client library in Node: a create whose answer was lost', () => {
+  let t: TestApp;
+  let client: RealtimeClient | undefined;
+  beforeAll(async () => (t = await startTestApp('sqlite')));
+  afterAll(async () => {
+    client?.close();
+    await t?.close();
+  });
+
+  it('is sent again with the same key and applied once', async () => {
+    const { projectId } = await seedTask(t);
+    const posts: { key: string | null; status?: number }[] = [];
+    const fetchImpl = (async (url: string, init?: RequestInit) => {
+      const response = await fetch(url, init);
+      if (init?.method === 'POST' && String(url).endsWith('/api/tasks')) {
+        posts.push({
+          key: new Headers(init.headers).get('idempotency-key'),
+          status: response.status,
+        });
+        // the first answer is lost on the way back, after the server committed
+        if (posts.length === 1) throw new TypeError('fetch failed');
+      }
+      return response;
+    }) as typeof fetch;
+    client = createRealtimeClient({
+      url: t.http,
+      getToken: () => t.token(USERS.bob),
+      transport: 'websocket',
+      crossTab: false,
+      fetchImpl,
+      WebSocketImpl: WebSocket as never,
+      EventSourceImpl: EventSource as never,
+    });
+    const outcome = await client
+      .collection('tasks')
+      .create({ projectId, title: 'answer lost', department: 'eng' });
+    expect(outcome.status).toBe('applied');
+    expect(posts).toHaveLength(2);
+    expect(posts[0].key).toBeTruthy();
+    expect(posts[1].key).toBe(posts[0].key);
+    expect(posts.map((p) => p.status)).toEqual([201, 201]);
+    const list = await t.api(USERS.alice, 'GET', `/api/tasks?projectId=${projectId}&limit=200`);
+    const made = (list.body.items as any[]).filter((d) => d.title === 'answer lost');
+    expect(made).toHaveLength(1);
+    expect(outcome).toMatchObject({ document: { id: made[0].id } });
+  }, 30_000);
+});

@@ -723,7 +723,9 @@ export class RealtimeClient {
       (result) => {
         if (!result.stoppedBy || this.closed) return;
         // Offline with the browser claiming to be online (server down): `online` will not
-        // fire, the reconnect's `open` may; poll as a fallback.
+        // fire, the reconnect's `open` may; poll as a fallback. Calls made during a pass
+        // share its result: one timer for all of them, or close() would miss the others.
+        clearTimeout(this.drainTimer);
         this.drainTimer = setTimeout(() => this.drain(), result.retryDelayMs ?? DRAIN_RETRY_MS);
       },
       (err: unknown) => console.error('realtime client: sending queued writes failed', err),
