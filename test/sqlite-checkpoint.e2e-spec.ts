@@ -114,6 +114,42 @@ describe('SQLite checkpoints in a worker thread', () => {
     );
   });
 
+  it('a reader that pins the WAL slows the worker to one try a second; once it ends, the rest reaches the file', async () => {
+    await start();
+    const checkpointer = t.app.get(SqliteCheckpointer);
+    const task = await seedTask(t, { title: 'before the reader' });
+    await until(
+      () => titleInFile(fileOf(t), task.id) === 'before the reader',
+      'the seeded task in the file',
+    );
+    // a read transaction of another connection, open across the next commit: its snapshot
+    // keeps that commit's frames out of the file until it ends
+    const reader = new Database(fileOf(t), { readonly: true });
+    try {
+      reader.prepare('BEGIN').run();
+      reader.prepare('SELECT count(*) FROM tasks').get();
+      const r = await t.api(USERS.alice, 'PATCH', `/api/tasks/${task.id}`, { title: 'pinned' });
+      expect(r.status).toBe(200);
+      // past IDLE_MS: the worker has tried, copied what it could, and found the rest pinned
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      expect(checkpointer.last!.checkpointed).toBeLessThan(checkpointer.last!.walFrames);
+      const runs = checkpointer.runs;
+      await new Promise((resolve) => setTimeout(resolve, 3000));
+      // one try a second (not ten): at most 3 in 3 s, with one of slack for timing
+      expect(checkpointer.runs - runs).toBeLessThanOrEqual(4);
+      expect(titleInFile(fileOf(t), task.id)).toBe('before the reader');
+      reader.prepare('COMMIT').run();
+    } finally {
+      reader.close();
+    }
+    await until(
+      () =>
+        titleInFile(fileOf(t), task.id) === 'pinned' &&
+        checkpointer.last!.checkpointed === checkpointer.last!.walFrames,
+      'the pinned write in the file once the reader ended',
+    );
+  });
+
   it("SQLITE_CHECKPOINT_MS=0: no worker; SQLite's own checkpoint every 1 000 pages, so 30 writes stay in the WAL", async () => {
     await start({ SQLITE_CHECKPOINT_MS: '0' });
     expect(t.app.get(SqliteCheckpointer).running).toBe(false);

@@ -21,7 +21,10 @@ export interface CheckpointReport {
  * `idleMs`, a last time, so that the database file itself is current. After `quietMs`
  * without a commit, with nothing left to copy, it asks only every `quietMs`: an idle
  * server's worker wakes once a second, not ten times (each wake is a thread switch). The
- * first commit after a quiet spell is seen at the next look and checkpointed then.
+ * first commit after a quiet spell is seen at the next look and checkpointed then. A
+ * checkpoint that copies nothing more than the last one while no commit comes (a reader's
+ * open transaction pins the rest of the WAL) is retried every `quietMs` until the reader
+ * ends; one that finds the checkpoint lock taken (`busy`) leaves everything waiting.
  * PASSIVE: it never waits for the writer and never blocks it. It opens no file of its own
  * beside its connection: closing a descriptor of a database file would drop every POSIX
  * lock this process holds on it, SQLite's included.
@@ -39,6 +42,8 @@ let version = dataVersion.get();
 let waiting = true;
 let lastCommitSeen = Date.now();
 let lastCheckpoint = Date.now();
+// frames copied by the last checkpoint (-1: none yet), to tell when one made no progress
+let lastCopied = -1;
 let timer;
 function look() {
   let next = workerData.intervalMs;
@@ -58,9 +63,22 @@ function look() {
     ) {
       const [row] = db.pragma('wal_checkpoint(PASSIVE)');
       lastCheckpoint = now;
-      // all copied: nothing waits until the next commit; else try again at the next look
-      waiting = row.checkpointed < row.log;
-      parentPort.postMessage({ walFrames: row.log, checkpointed: row.checkpointed });
+      if (row.busy !== 0) {
+        // another checkpoint held the lock (log = checkpointed = -1): nothing was copied,
+        // so it all still waits; try again at the next look
+        waiting = true;
+      } else {
+        // all copied: nothing waits until the next commit; else try again at the next look
+        waiting = row.checkpointed < row.log;
+        // frames left and none copied since the last try, no commit meanwhile: a reader's
+        // snapshot pins them, and it may stay open for long; look once per quietMs until
+        // it ends rather than every intervalMs
+        if (waiting && row.checkpointed === lastCopied && now - lastCommitSeen >= workerData.idleMs) {
+          next = workerData.quietMs;
+        }
+        lastCopied = row.checkpointed;
+        parentPort.postMessage({ walFrames: row.log, checkpointed: row.checkpointed });
+      }
     }
   } catch (e) {
     parentPort.postMessage({ error: String(e && e.message) });
