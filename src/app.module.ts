@@ -42,6 +42,7 @@ export class AppModule {
           customFilters: { overdue },
           abilityFactory: defineAppAbility,
           heartbeatIntervalMs: config.heartbeatIntervalMs,
+          metrics: { eventLoopResolutionMs: config.eventLoopResolutionMs },
           redisUrl: config.redisUrl,
           changeLog: config.changeLog,
           sqliteCheckpoint:

@@ -42,6 +42,7 @@ const EnvSchema = z.object({
   DEMO_USERS: bool.optional(),
   DEMO_DATA: bool.optional(),
   HEARTBEAT_INTERVAL_MS: int(1000, 600_000).default('30000'),
+  METRICS_EVENT_LOOP_RESOLUTION_MS: int(1, 60_000).default('10'),
   MAX_CONNECTIONS_PER_USER: int(1, 1_000_000).optional(),
   MAX_SUBSCRIPTIONS_PER_CONNECTION: int(1, 100_000).optional(),
   CONNECTIONS_PER_IP_PER_MINUTE: int(1, 10_000_000).optional(),
@@ -74,6 +75,8 @@ export interface AppConfig {
   /** seed a demo board into an empty database */
   demoData: boolean;
   heartbeatIntervalMs: number;
+  /** prom-client's event-loop delay sampling interval (RealtimeModuleOptions.metrics) */
+  eventLoopResolutionMs: number;
   limits: {
     maxConnectionsPerUser?: number;
     maxSubscriptionsPerConnection?: number;
@@ -132,6 +135,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     demoUsers: e.DEMO_USERS ?? e.NODE_ENV !== 'production',
     demoData: e.DEMO_DATA ?? (e.NODE_ENV === 'development' && (e.DEMO_USERS ?? true)),
     heartbeatIntervalMs: e.HEARTBEAT_INTERVAL_MS,
+    eventLoopResolutionMs: e.METRICS_EVENT_LOOP_RESOLUTION_MS,
     limits: {
       maxConnectionsPerUser: e.MAX_CONNECTIONS_PER_USER,
       maxSubscriptionsPerConnection: e.MAX_SUBSCRIPTIONS_PER_CONNECTION,

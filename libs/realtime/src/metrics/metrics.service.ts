@@ -1,5 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { InjectRealtimeOptions } from '../realtime.module-definition';
+import type { RealtimeModuleOptions } from '../realtime.options';
 
 /** The Prometheus metrics of PROTOCOL.md "Metrics", on a registry of our own. */
 @Injectable()
@@ -39,9 +41,12 @@ export class MetricsService {
     registers: [this.registry],
   });
 
-  constructor() {
+  constructor(@InjectRealtimeOptions() options: RealtimeModuleOptions) {
     this.connections.set({ transport: 'websocket' }, 0);
     this.connections.set({ transport: 'sse' }, 0);
-    collectDefaultMetrics({ register: this.registry });
+    collectDefaultMetrics({
+      register: this.registry,
+      eventLoopMonitoringPrecision: options.metrics?.eventLoopResolutionMs ?? 10,
+    });
   }
 }
