@@ -32,7 +32,9 @@ describe('TokenService.verify', () => {
   it('verifies a token once and answers its repeats from memory, each with its own copy', () => {
     const token = tokenFor('carol', 600);
     const first = service.verify(token);
-    first.roles = ['admin'];
+    first.roles.push('admin');
+    first.attrs.department = 'sales';
+    (first as { userId: string }).userId = 'mallory';
     const second = service.verify(token);
     expect(second).toEqual({
       userId: 'carol',
