@@ -1,3 +1,4 @@
+import { DataSource } from 'typeorm';
 import { IdempotencyKeySweeper } from '../src/common/idempotency-key.sweeper';
 import { describeEachDb, seedTask, startTestApp, TestApp, USERS } from './utils/app';
 import { waitFor } from './utils/wait';
@@ -59,6 +60,23 @@ describeEachDb('Idempotency-Key on create', (db) => {
     expect(retry.body).toMatchObject({ id: first.body.id, status: 'doing' });
   });
 
+  it('a retry is answered before its body is checked again: the key names the request', async () => {
+    const headers = { 'idempotency-key': 'op-5' };
+    const first = await t.api(USERS.carol, 'POST', '/api/tasks', body('checked once'), headers);
+    expect(first.status).toBe(201);
+    // a body the create would now refuse (no project, another department)
+    const retry = await t.api(
+      USERS.carol,
+      'POST',
+      '/api/tasks',
+      { title: 'other', department: 'sales' },
+      headers,
+    );
+    expect(retry.status).toBe(201);
+    expect(retry.body.id).toBe(first.body.id);
+    expect(await tasksTitled('other')).toHaveLength(0);
+  });
+
   it('keys are per user: the same key from another user makes its own document', async () => {
     const headers = { 'idempotency-key': 'op-shared' };
     const bob = await t.api(USERS.bob, 'POST', '/api/tasks', body('two users'), headers);
@@ -106,6 +124,46 @@ describeEachDb('Idempotency-Key on create', (db) => {
     expect(new Set(answers.map((a) => a.body.id)).size).toBe(1);
     expect(await tasksTitled('raced')).toHaveLength(1);
   });
+
+  if (db === 'postgres') {
+    it('PostgreSQL: a request whose key another transaction commits first rolls back and answers with that document', async () => {
+      const earlier = await t.api(USERS.bob, 'POST', '/api/tasks', body('made by the winner'));
+      expect(earlier.status).toBe(201);
+      const ds = t.app.get(DataSource);
+      // the winner: a transaction that has written the key, not yet committed
+      const winner = ds.createQueryRunner();
+      await winner.connect();
+      await winner.startTransaction();
+      await winner.query(
+        `INSERT INTO "idempotency_key" ("userId", "key", "collection", "documentId", "createdAt") VALUES ($1, $2, 'tasks', $3, $4)`,
+        ['bob', 'op-forced', earlier.body.id, new Date().toISOString()],
+      );
+      const loser = t.api(USERS.bob, 'POST', '/api/tasks', body('made by the loser'), {
+        'idempotency-key': 'op-forced',
+      });
+      try {
+        // the loser has saved its task and waits on the key's index entry
+        await waitFor(
+          async () =>
+            Number(
+              (
+                await ds.query(
+                  `SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%idempotency_key%'`,
+                )
+              )[0].n,
+            ) > 0,
+          'the second INSERT of the key to wait for the first',
+        );
+      } finally {
+        await winner.commitTransaction();
+        await winner.release();
+      }
+      const answer = await loser;
+      expect(answer.status).toBe(201);
+      expect(answer.body.id).toBe(earlier.body.id);
+      expect(await tasksTitled('made by the loser')).toHaveLength(0);
+    });
+  }
 
   it('keys older than a day are swept; a request then makes a new document', async () => {
     const headers = { 'idempotency-key': 'op-old' };

@@ -177,10 +177,12 @@ export class DocumentService<T extends ObjectLiteral & { id: string; version: nu
   /**
    * With an `Idempotency-Key` (`key`), a create is made once per user and key: the key is
    * stored in the create's own transaction, and a request that brings a stored key answers
-   * with the document that key made (as the user may see it now) instead of making another.
-   * Two requests racing with one key: on SQLite the transactions take turns, so the second
-   * finds the key; on PostgreSQL the second INSERT of the key fails, its transaction rolls
-   * back, and it answers as a retry.
+   * with the document that key made (as the user may see it now) instead of making another,
+   * before its body is validated or authorized again (the key names the request; a repeat
+   * is not compared with the first body). Two requests racing with one key: on SQLite the
+   * transactions take turns, so the second finds the key; on PostgreSQL the second INSERT
+   * of the key waits for the first transaction, fails when it commits, rolls back, and the
+   * request answers as a retry.
    */
   async create(
     principal: Principal,
@@ -189,6 +191,14 @@ export class DocumentService<T extends ObjectLiteral & { id: string; version: nu
     idempotencyKey?: string,
   ): Promise<Doc> {
     const key = idempotencyKeyOf(idempotencyKey);
+    if (key) {
+      // a repeat of a create that succeeded answers as the first did, whatever has changed
+      // since (the project deleted, the user's role): its document exists
+      const earlier = await this.repo.manager
+        .getRepository(IdempotencyKey)
+        .findOneBy({ userId: principal.userId, key });
+      if (earlier) return this.replay(ability, earlier);
+    }
     const input = this.parse(this.config.create, body);
     const values = { ...input, ...this.config.defaults(principal, input) };
     if (!ability.can('create', subject(this.config.collection, { ...values }))) {
