@@ -194,9 +194,7 @@ export class DocumentService<T extends ObjectLiteral & { id: string; version: nu
     if (key) {
       // a repeat of a create that succeeded answers as the first did, whatever has changed
       // since (the project deleted, the user's role): its document exists
-      const earlier = await this.repo.manager
-        .getRepository(IdempotencyKey)
-        .findOneBy({ userId: principal.userId, key });
+      const earlier = await this.storedKey(principal, key);
       if (earlier) return this.replay(ability, earlier);
     }
     const input = this.parse(this.config.create, body);
@@ -209,16 +207,16 @@ export class DocumentService<T extends ObjectLiteral & { id: string; version: nu
     try {
       outcome = await this.transactions.transaction(
         async (manager) => {
-          const keys = manager.getRepository(IdempotencyKey);
           if (key) {
-            const earlier = await keys.findOneBy({ userId: principal.userId, key });
+            // SQLite: a request that raced this one past the lookup above committed first
+            const earlier = await this.storedKey(principal, key, manager);
             if (earlier) return earlier;
           }
           const saved = await manager
             .getRepository<T>(this.repo.target)
             .save(this.repo.create(values as T));
           if (key) {
-            await keys.insert({
+            await manager.getRepository(IdempotencyKey).insert({
               userId: principal.userId,
               key,
               collection: this.config.collection,
@@ -232,14 +230,21 @@ export class DocumentService<T extends ObjectLiteral & { id: string; version: nu
       );
     } catch (e) {
       if (!key || !isDuplicateKey(e)) throw e;
-      const earlier = await this.repo.manager
-        .getRepository(IdempotencyKey)
-        .findOneBy({ userId: principal.userId, key });
+      const earlier = await this.storedKey(principal, key);
       if (!earlier) throw e;
       outcome = earlier;
     }
     if (outcome instanceof IdempotencyKey) return this.replay(ability, outcome);
     return this.present(ability, outcome);
+  }
+
+  /** The user's stored `Idempotency-Key`, if a create has committed it. */
+  private storedKey(
+    principal: Principal,
+    key: string,
+    manager = this.repo.manager,
+  ): Promise<IdempotencyKey | null> {
+    return manager.getRepository(IdempotencyKey).findOneBy({ userId: principal.userId, key });
   }
 
   /** The answer to a create whose `Idempotency-Key` was already used: the document it made. */

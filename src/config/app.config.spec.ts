@@ -40,6 +40,8 @@ describe('loadConfig', () => {
     ['SQLITE_CHECKPOINT_MS', 'often'],
     ['SQLITE_CHECKPOINT_MS', '-1'],
     ['CHANGE_LOG_PREPARED', 'maybe'],
+    ['METRICS_EVENT_LOOP_RESOLUTION_MS', '0'],
+    ['METRICS_EVENT_LOOP_RESOLUTION_MS', 'fine'],
   ])('fails fast on a bad %s, naming it', (name, value) => {
     let error: unknown;
     try {
