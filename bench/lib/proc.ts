@@ -70,10 +70,11 @@ const HAS_SCHEDSTAT = existsSync('/proc/self/schedstat');
  * `/proc/<pid>/task/<tid>/schedstat` (time on a CPU, in ns): the scheduler's own account,
  * exact to the nanosecond, where utime+stime is sampled by the tick on kernels with
  * CONFIG_TICK_CPU_ACCOUNTING and counted in 1/CLK_TCK steps. Threads that ended meanwhile
- * drop out of the sum, so read it over windows in which none does. NaN without schedstat.
+ * drop out of the sum, so read it over windows in which none does. Without schedstat
+ * (a kernel built without it), utime+stime: coarser, but a figure.
  */
 export function runTimeMs(pid: number): number {
-  if (!HAS_SCHEDSTAT) return NaN;
+  if (!HAS_SCHEDSTAT) return cpuMs(pid);
   let ns = 0;
   for (const p of processTree(pid)) {
     let tasks: string[];
