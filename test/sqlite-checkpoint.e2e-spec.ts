@@ -105,6 +105,11 @@ describe('SQLite checkpoints in a worker thread', () => {
     // well past IDLE_MS + QUIET_MS: the worker has checkpointed and slowed down
     await new Promise((resolve) => setTimeout(resolve, 2500));
     expect(checkpointer.runs).toBe(runs); // nothing committed, nothing to copy
+    // quiet: one look a second, so at most 4 in 3 s (one of slack for timing), not 6 or 30
+    const looks = checkpointer.looks;
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    expect(checkpointer.looks - looks).toBeGreaterThanOrEqual(2);
+    expect(checkpointer.looks - looks).toBeLessThanOrEqual(4);
     const r = await t.api(USERS.alice, 'PATCH', `/api/tasks/${task.id}`, { title: 'after' });
     expect(r.status).toBe(200);
     // the file first, the worker's report of the checkpoint after it
@@ -112,6 +117,29 @@ describe('SQLite checkpoints in a worker thread', () => {
       () => checkpointer.runs > runs && titleInFile(fileOf(t), task.id) === 'after',
       'the write after the quiet spell, in the file and reported',
     );
+  });
+
+  it('a trickle of commits (one per 100 ms) wakes the worker twice a second and checkpoints it about as often; the file keeps up', async () => {
+    await start();
+    const checkpointer = t.app.get(SqliteCheckpointer);
+    const task = await seedTask(t, { title: 'first' });
+    await until(() => titleInFile(fileOf(t), task.id) === 'first', 'the seeded task in the file');
+    const [looks, runs] = [checkpointer.looks, checkpointer.runs];
+    const started = Date.now();
+    let title = '';
+    for (let i = 0; i < 30; i++) {
+      title = `trickle ${i}`;
+      const r = await t.api(USERS.alice, 'PATCH', `/api/tasks/${task.id}`, { title });
+      expect(r.status).toBe(200);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const seconds = (Date.now() - started) / 1000;
+    // every 500 ms (one more of slack): 7 in about 3.3 s, where a look every 100 ms made 33
+    expect(checkpointer.looks - looks).toBeGreaterThanOrEqual(Math.floor(seconds * 2) - 1);
+    expect(checkpointer.looks - looks).toBeLessThanOrEqual(Math.ceil(seconds * 2) + 1);
+    // it checkpointed along the way, not only once the commits stopped
+    expect(checkpointer.runs - runs).toBeGreaterThanOrEqual(Math.floor(seconds * 2) - 2);
+    await until(() => titleInFile(fileOf(t), task.id) === title, 'the last write in the file');
   });
 
   it('a reader that pins the WAL slows the worker to one try a second; once it ends, the rest reaches the file', async () => {

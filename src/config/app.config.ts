@@ -52,7 +52,7 @@ const EnvSchema = z.object({
   CHANGE_LOG_MAX_AGE_MS: int(1000, 365 * 24 * 3600 * 1000).optional(),
   CHANGE_LOG_MAX_ROWS: int(1, 1_000_000_000).optional(),
   CHANGE_LOG_PREPARED: bool.optional(),
-  SQLITE_CHECKPOINT_MS: int(0, 3_600_000).default('100'),
+  SQLITE_CHECKPOINT_MS: int(0, 3_600_000).default('500'),
   LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug', 'verbose']).default('log'),
 });
 

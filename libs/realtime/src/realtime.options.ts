@@ -108,7 +108,7 @@ export interface RealtimeModuleOptions {
    * which looks every `intervalMs` (once a second after a quiet second with nothing to
    * copy), instead of inside a COMMIT on the event loop (SqliteCheckpointer). `false`:
    * SQLite's own in-line checkpoints. Ignored elsewhere.
-   * @default { intervalMs: 100 }
+   * @default { intervalMs: 500 }
    */
   sqliteCheckpoint?: false | { intervalMs?: number };
   audit?: {

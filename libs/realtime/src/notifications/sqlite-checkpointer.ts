@@ -25,6 +25,9 @@ export interface CheckpointReport {
  * checkpoint that copies nothing more than the last one while no commit comes (a reader's
  * open transaction pins the rest of the WAL) is retried every `quietMs` until the reader
  * ends; one that finds the checkpoint lock taken (`busy`) leaves everything waiting.
+ * It reports each checkpoint in shared memory (`workerData.report`, see REPORT_SEQ), not by
+ * message: a message would wake the event loop, and on a virtual machine a wake-up of an
+ * idle thread costs tens of microseconds of CPU. Errors, which are rare, go by message.
  * PASSIVE: it never waits for the writer and never blocks it. It opens no file of its own
  * beside its connection: closing a descriptor of a database file would drop every POSIX
  * lock this process holds on it, SQLite's included.
@@ -35,20 +38,22 @@ const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.module);
 const db = new Database(workerData.file, { fileMustExist: true });
+const report = new Int32Array(workerData.report);
 const dataVersion = db.prepare('PRAGMA data_version').pluck();
 let version = dataVersion.get();
 // commits that landed before this first look (the app starts writing while the worker
 // boots) are not seen as a change: copy whatever the WAL holds once, as after a commit
 let waiting = true;
-let lastCommitSeen = Date.now();
-let lastCheckpoint = Date.now();
+let lastCommitSeen = performance.now();
+let lastCheckpoint = performance.now();
 // frames copied by the last checkpoint (-1: none yet), to tell when one made no progress
 let lastCopied = -1;
 let timer;
 function look() {
   let next = workerData.intervalMs;
+  Atomics.add(report, 3, 1);
   try {
-    const now = Date.now();
+    const now = performance.now();
     const v = dataVersion.get();
     if (v !== version) {
       version = v;
@@ -58,7 +63,9 @@ function look() {
     if (!waiting) {
       if (now - lastCommitSeen >= workerData.quietMs) next = workerData.quietMs;
     } else if (
-      now - lastCheckpoint >= workerData.busyMs ||
+      // (a look may come a little early: half an interval of slack, or a busy WAL would
+      // wait a whole interval more)
+      now - lastCheckpoint >= workerData.busyMs - workerData.intervalMs / 2 ||
       now - lastCommitSeen >= workerData.idleMs
     ) {
       const [row] = db.pragma('wal_checkpoint(PASSIVE)');
@@ -77,7 +84,12 @@ function look() {
           next = workerData.quietMs;
         }
         lastCopied = row.checkpointed;
-        parentPort.postMessage({ walFrames: row.log, checkpointed: row.checkpointed });
+        // a seqlock: odd while the two figures are being written, so that no reader pairs
+        // one checkpoint's figure with another's
+        Atomics.add(report, 0, 1);
+        Atomics.store(report, 1, row.log);
+        Atomics.store(report, 2, row.checkpointed);
+        Atomics.add(report, 0, 1);
       }
     }
   } catch (e) {
@@ -94,6 +106,19 @@ parentPort.on('message', (m) => {
   }
 });
 `;
+
+/**
+ * The worker's report, an Int32Array on shared memory: [REPORT_SEQ] twice the checkpoints
+ * it ran (odd while it writes the next report), then that checkpoint's CheckpointReport,
+ * then how many times it has looked for commits.
+ */
+const REPORT_SEQ = 0;
+const REPORT_WAL_FRAMES = 1;
+const REPORT_CHECKPOINTED = 2;
+const REPORT_LOOKS = 3;
+
+/** How often the worker looks for commits, unless `sqliteCheckpoint.intervalMs` says otherwise. */
+export const DEFAULT_CHECKPOINT_INTERVAL_MS = 500;
 
 /** While commits keep coming, the worker checkpoints this often. */
 const BUSY_MS = 500;
@@ -130,10 +155,7 @@ export class SqliteCheckpointer implements OnApplicationBootstrap, OnApplication
   private readonly logger = new Logger(SqliteCheckpointer.name);
   private worker?: Worker;
   private errorLogged = false;
-  /** the last report of the worker (tests and metrics read it) */
-  last?: CheckpointReport;
-  /** checkpoints the worker ran */
-  runs = 0;
+  private report?: Int32Array;
 
   constructor(
     @InjectDataSource() private readonly dataSource: DataSource,
@@ -144,6 +166,32 @@ export class SqliteCheckpointer implements OnApplicationBootstrap, OnApplication
     return this.worker !== undefined;
   }
 
+  /** Checkpoints the worker ran (counted as each ends; tests read it). */
+  get runs(): number {
+    return this.report ? Atomics.load(this.report, REPORT_SEQ) >>> 1 : 0;
+  }
+
+  /** How many times the worker has looked for commits (each look is a wake-up of its thread). */
+  get looks(): number {
+    return this.report ? Atomics.load(this.report, REPORT_LOOKS) : 0;
+  }
+
+  /** The worker's report of its last checkpoint, if it ran one. */
+  get last(): CheckpointReport | undefined {
+    const report = this.report;
+    if (!report) return undefined;
+    for (;;) {
+      const seq = Atomics.load(report, REPORT_SEQ);
+      if (seq === 0) return undefined;
+      const walFrames = Atomics.load(report, REPORT_WAL_FRAMES);
+      const checkpointed = Atomics.load(report, REPORT_CHECKPOINTED);
+      // the worker was writing the next report meanwhile (odd, or moved on): read again
+      if ((seq & 1) === 0 && Atomics.load(report, REPORT_SEQ) === seq) {
+        return { walFrames, checkpointed };
+      }
+    }
+  }
+
   onApplicationBootstrap(): void {
     const setting = this.options.sqliteCheckpoint ?? {};
     if (setting === false) return;
@@ -152,12 +200,14 @@ export class SqliteCheckpointer implements OnApplicationBootstrap, OnApplication
     if (!db || typeof file !== 'string' || file === ':memory:' || file === '') return;
     if (db.pragma('journal_mode', { simple: true }) !== 'wal') return;
     db.pragma(`wal_autocheckpoint = ${BACKSTOP_PAGES}`);
-    const intervalMs = Math.max(10, setting.intervalMs ?? 100);
+    const intervalMs = Math.max(10, setting.intervalMs ?? DEFAULT_CHECKPOINT_INTERVAL_MS);
+    const report = new Int32Array(new SharedArrayBuffer(4 * Int32Array.BYTES_PER_ELEMENT));
     const worker = new Worker(WORKER_SOURCE, {
       eval: true,
       workerData: {
         module: require.resolve('better-sqlite3'),
         file,
+        report: report.buffer,
         intervalMs,
         busyMs: BUSY_MS,
         idleMs: IDLE_MS,
@@ -165,20 +215,16 @@ export class SqliteCheckpointer implements OnApplicationBootstrap, OnApplication
       },
     });
     worker.unref();
-    worker.on('message', (m: CheckpointReport | { error: string }) => {
-      if ('error' in m) {
-        if (!this.errorLogged) this.logger.warn(`SQLite checkpoint failed: ${m.error}`);
-        this.errorLogged = true;
-        return;
-      }
-      this.runs++;
-      this.last = m;
+    worker.on('message', (m: { error: string }) => {
+      if (!this.errorLogged) this.logger.warn(`SQLite checkpoint failed: ${m.error}`);
+      this.errorLogged = true;
     });
     worker.on('error', (e) => {
       this.logger.error(`SQLite checkpoint worker stopped: ${e.message}`);
       this.worker = undefined;
     });
     this.worker = worker;
+    this.report = report;
   }
 
   async onApplicationShutdown(): Promise<void> {
