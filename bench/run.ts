@@ -100,14 +100,23 @@ if (process.env.BENCH_N)
     .map(Number)
     .filter((n) => n > 0);
 if (process.env.BENCH_CONCURRENCY) CONFIG.concurrency = Number(process.env.BENCH_CONCURRENCY);
-// more paced changes: a longer window for a profile, or a steadier figure for an A/B
-const pacedChanges = Number(process.env.BENCH_PACED_CHANGES);
-if (Number.isInteger(pacedChanges) && pacedChanges > 0) CONFIG.paced.changes = pacedChanges;
-// a shorter or longer warm-up (whole blocks), e.g. to compare against the earlier 2 000
-const warmPublishes = Number(process.env.BENCH_WARM_PUBLISHES);
-if (Number.isInteger(warmPublishes) && warmPublishes >= CONFIG.warmBlock) {
-  CONFIG.warmPublishes = warmPublishes - (warmPublishes % CONFIG.warmBlock);
+/** A whole number from the environment that is a multiple of `step`; undefined when unset. */
+function envCount(name: string, step = 1): number | undefined {
+  const text = process.env[name];
+  if (text === undefined || text === '') return undefined;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < step || n % step !== 0) {
+    console.error(
+      `${name}=${text}: must be a whole number${step > 1 ? ` of blocks of ${step} (${step}, ${2 * step}, …)` : ' above 0'}`,
+    );
+    process.exit(2);
+  }
+  return n;
 }
+// more paced changes: a longer window for a profile, or a steadier figure for an A/B
+CONFIG.paced.changes = envCount('BENCH_PACED_CHANGES') ?? CONFIG.paced.changes;
+// a shorter or longer warm-up (whole blocks), e.g. to compare against the earlier 2 000
+CONFIG.warmPublishes = envCount('BENCH_WARM_PUBLISHES', CONFIG.warmBlock) ?? CONFIG.warmPublishes;
 
 const TARGETS: Target[] = [bareWsTarget, socketIoTarget, nchanTarget, oursTarget].filter(
   (t) => !process.env.BENCH_TARGETS || process.env.BENCH_TARGETS.split(',').includes(t.name),
