@@ -52,7 +52,7 @@ interface Row {
 
 async function freshPg(): Promise<{ url: string; drop: () => Promise<void> } | null> {
   if (PG_ADMIN === 'off') return null;
-  const name = `rt_bench_${Date.now().toString(36)}`;
+  const name = `rt_bench_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`;
   const admin = new Client({ connectionString: PG_ADMIN });
   try {
     await admin.connect();
@@ -264,40 +264,49 @@ async function main(): Promise<void> {
     );
   }
   for (const writers of [1, 8]) {
-    const a = await freshPg();
-    const c = await freshPg();
-    const d = await freshPg();
-    if (!a || !c || !d) break;
-    const { Init1764400000000 } = await import('../src/database/migrations/1764400000000-Init');
-    const bareSide = await bare(
-      {
-        type: 'postgres',
-        url: a.url,
-        migrations: [Init1764400000000],
-        migrationsRun: true,
-      } as never,
-      writers,
-    );
-    const pipelineSide = await pipeline({ DATABASE_URL: c.url }, writers);
-    const unprepared = await pipeline(
-      { DATABASE_URL: d.url, CHANGE_LOG_PREPARED: 'false' },
-      writers,
-    );
-    const [bs, ps, vs] = await compare([bareSide, pipelineSide, unprepared], writers, true);
-    const [b, p, u] = [bs.rate, ps.rate, vs.rate];
-    for (const side of [bareSide, pipelineSide, unprepared]) await side.close();
-    for (const db of [a, c, d]) await db.drop();
-    rows.push({
-      db: 'postgres',
-      writers,
-      bare: b,
-      pipeline: p,
-      variant: u,
-      cpu: { bare: bs.cpu, pipeline: ps.cpu, variant: vs.cpu },
-    });
-    console.log(
-      `postgres   writers=${writers}: bare ${b.toFixed(0)}/s, pipeline ${p.toFixed(0)}/s (${(p / b).toFixed(2)}×), log INSERT not prepared ${u.toFixed(0)}/s (${(u / b).toFixed(2)}×)`,
-    );
+    // every database made is dropped again, whatever fails after it
+    const made: { url: string; drop: () => Promise<void> }[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        const db = await freshPg();
+        if (!db) break;
+        made.push(db);
+      }
+      if (made.length < 3) break;
+      const [a, c, d] = made.map((db) => db.url);
+      const { Init1764400000000 } = await import('../src/database/migrations/1764400000000-Init');
+      const bareSide = await bare(
+        {
+          type: 'postgres',
+          url: a,
+          migrations: [Init1764400000000],
+          migrationsRun: true,
+        } as never,
+        writers,
+      );
+      const pipelineSide = await pipeline({ DATABASE_URL: c }, writers);
+      const unprepared = await pipeline({ DATABASE_URL: d, CHANGE_LOG_PREPARED: 'false' }, writers);
+      const [bs, ps, vs] = await compare([bareSide, pipelineSide, unprepared], writers, true);
+      const [b, p, u] = [bs.rate, ps.rate, vs.rate];
+      for (const side of [bareSide, pipelineSide, unprepared]) await side.close();
+      rows.push({
+        db: 'postgres',
+        writers,
+        bare: b,
+        pipeline: p,
+        variant: u,
+        cpu: { bare: bs.cpu, pipeline: ps.cpu, variant: vs.cpu },
+      });
+      console.log(
+        `postgres   writers=${writers}: bare ${b.toFixed(0)}/s, pipeline ${p.toFixed(0)}/s (${(p / b).toFixed(2)}×), log INSERT not prepared ${u.toFixed(0)}/s (${(u / b).toFixed(2)}×)`,
+      );
+    } finally {
+      for (const db of made) {
+        await db
+          .drop()
+          .catch((e: Error) => console.log(`could not drop a bench database: ${e.message}`));
+      }
+    }
   }
   console.log('\nwrite path: committed writes/s (load + modify + save in a transaction)');
   console.log(
