@@ -15,6 +15,17 @@ export interface CheckpointReport {
 }
 
 /**
+ * The worker's report, an Int32Array on shared memory: [REPORT_SEQ] twice the checkpoints
+ * it ran (odd while it writes the next report), then that checkpoint's CheckpointReport,
+ * then how many times it has looked for commits.
+ */
+const REPORT_SEQ = 0;
+const REPORT_WAL_FRAMES = 1;
+const REPORT_CHECKPOINTED = 2;
+const REPORT_LOOKS = 3;
+const REPORT_SLOTS = 4;
+
+/**
  * The worker: its own connection to the same file. Every `intervalMs` it asks
  * `PRAGMA data_version`, which changes when another connection has committed (no I/O, no
  * lock held). While commits keep coming it checkpoints every `busyMs`; once they stop, after
@@ -51,7 +62,7 @@ let lastCopied = -1;
 let timer;
 function look() {
   let next = workerData.intervalMs;
-  Atomics.add(report, 3, 1);
+  Atomics.add(report, ${REPORT_LOOKS}, 1);
   try {
     const now = performance.now();
     const v = dataVersion.get();
@@ -86,10 +97,10 @@ function look() {
         lastCopied = row.checkpointed;
         // a seqlock: odd while the two figures are being written, so that no reader pairs
         // one checkpoint's figure with another's
-        Atomics.add(report, 0, 1);
-        Atomics.store(report, 1, row.log);
-        Atomics.store(report, 2, row.checkpointed);
-        Atomics.add(report, 0, 1);
+        Atomics.add(report, ${REPORT_SEQ}, 1);
+        Atomics.store(report, ${REPORT_WAL_FRAMES}, row.log);
+        Atomics.store(report, ${REPORT_CHECKPOINTED}, row.checkpointed);
+        Atomics.add(report, ${REPORT_SEQ}, 1);
       }
     }
   } catch (e) {
@@ -106,16 +117,6 @@ parentPort.on('message', (m) => {
   }
 });
 `;
-
-/**
- * The worker's report, an Int32Array on shared memory: [REPORT_SEQ] twice the checkpoints
- * it ran (odd while it writes the next report), then that checkpoint's CheckpointReport,
- * then how many times it has looked for commits.
- */
-const REPORT_SEQ = 0;
-const REPORT_WAL_FRAMES = 1;
-const REPORT_CHECKPOINTED = 2;
-const REPORT_LOOKS = 3;
 
 /** How often the worker looks for commits, unless `sqliteCheckpoint.intervalMs` says otherwise. */
 export const DEFAULT_CHECKPOINT_INTERVAL_MS = 500;
@@ -201,7 +202,9 @@ export class SqliteCheckpointer implements OnApplicationBootstrap, OnApplication
     if (db.pragma('journal_mode', { simple: true }) !== 'wal') return;
     db.pragma(`wal_autocheckpoint = ${BACKSTOP_PAGES}`);
     const intervalMs = Math.max(10, setting.intervalMs ?? DEFAULT_CHECKPOINT_INTERVAL_MS);
-    const report = new Int32Array(new SharedArrayBuffer(4 * Int32Array.BYTES_PER_ELEMENT));
+    const report = new Int32Array(
+      new SharedArrayBuffer(REPORT_SLOTS * Int32Array.BYTES_PER_ELEMENT),
+    );
     const worker = new Worker(WORKER_SOURCE, {
       eval: true,
       workerData: {
