@@ -46,7 +46,7 @@ export class AppModule {
           redisUrl: config.redisUrl,
           changeLog: config.changeLog,
           sqliteCheckpoint:
-            config.sqliteCheckpointMs > 0 ? { intervalMs: config.sqliteCheckpointMs } : false,
+            config.sqliteCheckpointMs === 0 ? false : { intervalMs: config.sqliteCheckpointMs },
           limits: Object.fromEntries(
             Object.entries(config.limits).filter(([, v]) => v !== undefined),
           ),

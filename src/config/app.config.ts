@@ -52,7 +52,7 @@ const EnvSchema = z.object({
   CHANGE_LOG_MAX_AGE_MS: int(1000, 365 * 24 * 3600 * 1000).optional(),
   CHANGE_LOG_MAX_ROWS: int(1, 1_000_000_000).optional(),
   CHANGE_LOG_PREPARED: bool.optional(),
-  SQLITE_CHECKPOINT_MS: int(0, 3_600_000).default('500'),
+  SQLITE_CHECKPOINT_MS: int(0, 3_600_000).optional(),
   LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug', 'verbose']).default('log'),
 });
 
@@ -86,8 +86,11 @@ export interface AppConfig {
     maxBufferedBytes?: number;
   };
   changeLog: { maxAgeMs?: number; maxRows?: number; preparedStatements?: boolean };
-  /** SQLite: WAL checkpoints in a worker every this many ms; 0: SQLite's in-line ones */
-  sqliteCheckpointMs: number;
+  /**
+   * SQLite: WAL checkpoints in a worker that looks every this many ms (unset: the library's
+   * default, 500); 0: SQLite's in-line ones
+   */
+  sqliteCheckpointMs?: number;
   logLevel: string;
 }
 

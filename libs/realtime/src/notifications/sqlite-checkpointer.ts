@@ -119,7 +119,7 @@ parentPort.on('message', (m) => {
 `;
 
 /** How often the worker looks for commits, unless `sqliteCheckpoint.intervalMs` says otherwise. */
-export const DEFAULT_CHECKPOINT_INTERVAL_MS = 500;
+const DEFAULT_CHECKPOINT_INTERVAL_MS = 500;
 
 /** While commits keep coming, the worker checkpoints this often. */
 const BUSY_MS = 500;
