@@ -44,6 +44,7 @@ export class AppModule {
           heartbeatIntervalMs: config.heartbeatIntervalMs,
           metrics: { eventLoopResolutionMs: config.eventLoopResolutionMs },
           redisUrl: config.redisUrl,
+          nativeWrites: config.nativeWrites,
           changeLog: config.changeLog,
           sqliteCheckpoint:
             config.sqliteCheckpointMs === 0 ? false : { intervalMs: config.sqliteCheckpointMs },

@@ -1,4 +1,9 @@
-import { ConnectionRegistry, SubscriptionsService } from '@app/realtime';
+import {
+  ConnectionRegistry,
+  nativeFrameWriterLoaded,
+  RealtimeGateway,
+  SubscriptionsService,
+} from '@app/realtime';
 import jwt from 'jsonwebtoken';
 import WebSocket from 'ws';
 import {
@@ -416,6 +421,59 @@ describeEachDb('WebSocket messages', (db) => {
   });
 });
 
+/**
+ * A client that stops reading is closed 4009 (slow consumer) once its backlog passes
+ * MAX_BUFFERED_BYTES, while 50 others receive every change, once and in order.
+ */
+async function slowConsumerWhileOthersReceive(
+  t: TestApp,
+  connect: (u: TestUser) => Promise<WsClient>,
+): Promise<void> {
+  const projectId = await createProject(t);
+  const big = {
+    title: 'B'.repeat(500),
+    tags: Array.from({ length: 50 }, (_, i) => `${i}`.padEnd(50, 'x')),
+  };
+  const tasks = await Promise.all(Array.from({ length: 5 }, () => seedTask(t, big, projectId)));
+  const slow = await connect(user());
+  // many subscriptions, so that every change is many frames for it
+  for (let i = 0; i < 40; i++) await slow.subscribe({ collection: 'tasks' });
+  const others: WsClient[] = [];
+  const subs: string[] = [];
+  for (let i = 0; i < 50; i++) {
+    const c = await connect(user());
+    others.push(c);
+    subs.push(await c.subscribe({ collection: 'tasks' }));
+  }
+  const registry = t.app.get(ConnectionRegistry);
+  const slowId = slow.messages[0].data.connectionId;
+  (slow.socket as unknown as { _socket: { pause(): void; resume(): void } })._socket.pause();
+  let made = 0;
+  while (registry.get(slowId) && made < 500) {
+    await patchTask(t, tasks[made % tasks.length].id, { title: `${'B'.repeat(490)}${made}` });
+    made++;
+  }
+  expect(registry.get(slowId)).toBeUndefined();
+  // a few more after the drop, still delivered to everyone else
+  for (let i = 0; i < 5; i++, made++) {
+    await patchTask(t, tasks[made % tasks.length].id, { title: `${'B'.repeat(490)}${made}` });
+  }
+  for (let i = 0; i < others.length; i++) {
+    const got = await others[i].waitChanges(subs[i], made);
+    expect(got).toHaveLength(made);
+    const seqs = got.map((x) => Number(x.seq));
+    expect(seqs).toEqual([...seqs].sort((x, y) => x - y));
+    expect(new Set(seqs).size).toBe(made);
+    expect(others[i].closed).toBeUndefined();
+  }
+  // once it reads again, the slow client sees what was queued, then the 4009 close
+  (slow.socket as unknown as { _socket: { resume(): void } })._socket.resume();
+  expect((await slow.waitClose(15_000)).code).toBe(4009);
+  expect(
+    metric(await metrics(t), 'realtime_dropped_connections_total', { reason: 'slow_consumer' }),
+  ).toBe(1);
+}
+
 describe('WebSocket closes, audit and metrics [sqlite]', () => {
   let t: TestApp;
   const open: WsClient[] = [];
@@ -562,51 +620,37 @@ describe('WebSocket closes, audit and metrics [sqlite]', () => {
     await waitFor(async () => (await gauge()) === base, 'the gauge back to its base');
   });
 
-  it('closes a slow consumer 4009 while 50 others receive every change', async () => {
-    const projectId = await createProject(t);
-    const big = {
-      title: 'B'.repeat(500),
-      tags: Array.from({ length: 50 }, (_, i) => `${i}`.padEnd(50, 'x')),
-    };
-    const tasks = await Promise.all(Array.from({ length: 5 }, () => seedTask(t, big, projectId)));
-    const slow = await connect(user());
-    // many subscriptions, so that every change is many frames for it
-    for (let i = 0; i < 40; i++) await slow.subscribe({ collection: 'tasks' });
-    const others: WsClient[] = [];
-    const subs: string[] = [];
-    for (let i = 0; i < 50; i++) {
-      const c = await connect(user());
-      others.push(c);
-      subs.push(await c.subscribe({ collection: 'tasks' }));
-    }
-    const registry = t.app.get(ConnectionRegistry);
-    const slowId = slow.messages[0].data.connectionId;
-    (slow.socket as unknown as { _socket: { pause(): void; resume(): void } })._socket.pause();
-    let made = 0;
-    while (registry.get(slowId) && made < 500) {
-      await patchTask(t, tasks[made % tasks.length].id, { title: `${'B'.repeat(490)}${made}` });
-      made++;
-    }
-    expect(registry.get(slowId)).toBeUndefined();
-    // a few more after the drop, still delivered to everyone else
-    for (let i = 0; i < 5; i++, made++) {
-      await patchTask(t, tasks[made % tasks.length].id, { title: `${'B'.repeat(490)}${made}` });
-    }
-    for (let i = 0; i < others.length; i++) {
-      const got = await others[i].waitChanges(subs[i], made);
-      expect(got).toHaveLength(made);
-      const seqs = got.map((x) => Number(x.seq));
-      expect(seqs).toEqual([...seqs].sort((x, y) => x - y));
-      expect(new Set(seqs).size).toBe(made);
-      expect(others[i].closed).toBeUndefined();
-    }
-    // once it reads again, the slow client sees what was queued, then the 4009 close
-    (slow.socket as unknown as { _socket: { resume(): void } })._socket.resume();
-    expect((await slow.waitClose(15_000)).code).toBe(4009);
-    expect(
-      metric(await metrics(t), 'realtime_dropped_connections_total', { reason: 'slow_consumer' }),
-    ).toBe(1);
+  it('closes a slow consumer 4009 while 50 others receive every change', () => {
+    expect(t.app.get(RealtimeGateway).nativeWrites).toBe(nativeFrameWriterLoaded);
+    return slowConsumerWhileOthersReceive(t, connect);
   });
+});
+
+describe('WebSocket fan-out with NATIVE_WRITES=false (one fs.writeSync per socket) [sqlite]', () => {
+  let t: TestApp;
+  const open: WsClient[] = [];
+  const connect = async (u: TestUser) => {
+    const c = await WsClient.open(t.ws, t.token(u));
+    open.push(c);
+    return c;
+  };
+  beforeAll(async () => {
+    t = await startTestApp('sqlite', {
+      MAX_BUFFERED_BYTES: String(256 * 1024),
+      NATIVE_WRITES: 'false',
+    });
+  });
+  afterEach(() => {
+    for (const c of open.splice(0)) c.close();
+  });
+  afterAll(() => t?.close());
+
+  it('runs the portable path (the default app runs the native one when it is built)', () => {
+    expect(t.app.get(RealtimeGateway).nativeWrites).toBe(false);
+  });
+
+  it('closes a slow consumer 4009 while 50 others receive every change', () =>
+    slowConsumerWhileOthersReceive(t, connect));
 });
 
 describe('WebSocket: one frame larger than MAX_BUFFERED_BYTES [sqlite]', () => {

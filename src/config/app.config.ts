@@ -53,6 +53,7 @@ const EnvSchema = z.object({
   CHANGE_LOG_MAX_ROWS: int(1, 1_000_000_000).optional(),
   CHANGE_LOG_PREPARED: bool.optional(),
   SQLITE_CHECKPOINT_MS: int(0, 3_600_000).optional(),
+  NATIVE_WRITES: bool.default('true'),
   LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug', 'verbose']).default('log'),
 });
 
@@ -91,6 +92,8 @@ export interface AppConfig {
    * default, 500); 0: SQLite's in-line ones
    */
   sqliteCheckpointMs?: number;
+  /** fan-out through the native frame writer when it is built (RealtimeModuleOptions) */
+  nativeWrites: boolean;
   logLevel: string;
 }
 
@@ -153,6 +156,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       preparedStatements: e.CHANGE_LOG_PREPARED,
     },
     sqliteCheckpointMs: e.SQLITE_CHECKPOINT_MS,
+    nativeWrites: e.NATIVE_WRITES,
     logLevel: e.LOG_LEVEL,
   };
 }

@@ -93,6 +93,14 @@ export interface RealtimeModuleOptions {
    * @default 10
    */
   metrics?: { eventLoopResolutionMs?: number };
+  /**
+   * Hand fan-out frames to the kernel through the native frame writer
+   * (native/frame-writer, built by `npm install` when a C compiler is there): one native
+   * call writes a change to every idle WebSocket, instead of one `fs.writeSync` per socket.
+   * Without the addon, or with `false`, the portable path runs; the frames are the same.
+   * @default true
+   */
+  nativeWrites?: boolean;
   /** publish committed changes on Redis pub/sub so that every node delivers them */
   redisUrl?: string;
   /**

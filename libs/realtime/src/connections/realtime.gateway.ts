@@ -6,12 +6,15 @@ import { AbilityService } from '../auth/ability.service';
 import { TokenError, TokenService } from '../auth/token.service';
 import { AuditService } from '../audit/audit.service';
 import { RealtimeError } from '../common/realtime.errors';
+import { InjectRealtimeOptions } from '../realtime.module-definition';
+import type { RealtimeModuleOptions } from '../realtime.options';
 import type { ErrorCode, ErrorDetail, ServerEventMap } from '../realtime.types';
 import { emit } from '../subscriptions/subscription-sink';
 import { SubscriptionsService } from '../subscriptions/subscriptions.service';
 import { ConnectionRegistry } from './connection-registry';
 import { remoteOf } from './realtime-ws.adapter';
 import { WsConnection, WsConnectionOwner } from './ws-connection';
+import { nativeFrameWriterLoaded } from './ws-frame';
 
 const SUBSCRIBE_KEYS = new Set(['query', 'tabId', 'resumeFrom']);
 
@@ -33,6 +36,8 @@ function requestIdOf(raw: RawData): string | undefined {
 @WebSocketGateway({ path: '/realtime/ws' })
 export class RealtimeGateway implements OnGatewayConnection, WsConnectionOwner {
   private readonly logger = new Logger(RealtimeGateway.name);
+  /** fan-out frames go through the native frame writer */
+  readonly nativeWrites: boolean;
 
   constructor(
     private readonly tokens: TokenService,
@@ -40,7 +45,15 @@ export class RealtimeGateway implements OnGatewayConnection, WsConnectionOwner {
     private readonly registry: ConnectionRegistry,
     private readonly subscriptions: SubscriptionsService,
     private readonly audit: AuditService,
-  ) {}
+    @InjectRealtimeOptions() options: RealtimeModuleOptions,
+  ) {
+    this.nativeWrites = (options.nativeWrites ?? true) && nativeFrameWriterLoaded;
+    if ((options.nativeWrites ?? true) && !nativeFrameWriterLoaded) {
+      this.logger.warn(
+        'native frame writer not built (native/frame-writer): fan-out writes use fs.writeSync',
+      );
+    }
+  }
 
   handleConnection(socket: WebSocket, req: IncomingMessage): void {
     const remote = remoteOf(req);
@@ -78,6 +91,7 @@ export class RealtimeGateway implements OnGatewayConnection, WsConnectionOwner {
       limits.messageBurst,
       this,
       limits.maxBufferedBytes,
+      this.nativeWrites,
     );
     try {
       this.registry.admit(connection);

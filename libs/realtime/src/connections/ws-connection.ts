@@ -5,7 +5,7 @@ import type { EmitOptions } from '../subscriptions/subscription-sink';
 import type { Socket } from 'node:net';
 import type { PreparedChange, Subscription } from '../subscriptions/subscription';
 import { Connection } from './connection';
-import { FrameSocket, writeTextFrame } from './ws-frame';
+import { flushFrameWrites, FrameSocket, writeTextFrame } from './ws-frame';
 
 const SUFFIX = Buffer.from(']}}');
 const CONNECTION = Symbol('realtime.connection');
@@ -60,6 +60,8 @@ export class WsConnection extends Connection {
     burst: number,
     readonly owner: WsConnectionOwner,
     private readonly maxBufferedBytes: number,
+    /** fan-out frames through the native frame writer when it loaded */
+    private readonly nativeWrites = true,
   ) {
     super(principal, ability, remote);
     this.tokens = burst;
@@ -74,8 +76,14 @@ export class WsConnection extends Connection {
     this.socket.on('message', onMessage);
   }
 
+  /** Frames this socket has in the native batch leave before anything else written to it. */
+  private beforeOwnWrite(): void {
+    if (this.frames?.inBatch) flushFrameWrites();
+  }
+
   emitRaw(type: ServerEventType, dataJson: string, options?: EmitOptions): void {
     if (!this.open) return;
+    this.beforeOwnWrite();
     const frame =
       options?.requestId !== undefined
         ? `{"type":"${type}","id":${JSON.stringify(options.requestId)},"data":${dataJson}}`
@@ -92,7 +100,7 @@ export class WsConnection extends Connection {
     if (target === null) {
       const raw = (this.socket as unknown as { _socket?: Socket })._socket;
       if (!raw) return;
-      target = this.frames = new FrameSocket(raw);
+      target = this.frames = new FrameSocket(raw, this.nativeWrites);
     }
     const prefix = (subscription.wsPrefix ??= Buffer.from(
       `{"type":"data_change","data":{"subscriptionId":"${subscription.id}","changes":[`,
@@ -107,12 +115,14 @@ export class WsConnection extends Connection {
   close(code: number, reason: string): void {
     this.open = false;
     this.frames?.flushStaged(); // data frames before the close frame, never after it
+    this.beforeOwnWrite();
     this.socket.close(code, reason);
   }
 
   terminate(): void {
     this.open = false;
     this.frames?.discardStaged();
+    this.beforeOwnWrite(); // the descriptor closes now: nothing may be written to it later
     this.socket.terminate();
   }
 
@@ -122,6 +132,7 @@ export class WsConnection extends Connection {
   }
 
   heartbeat(): void {
+    this.beforeOwnWrite();
     this.socket.ping();
   }
 

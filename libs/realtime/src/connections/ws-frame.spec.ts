@@ -1,6 +1,12 @@
 import { once } from 'node:events';
 import { createServer, connect, type Server, type Socket } from 'node:net';
-import { FrameSocket, writeTextFrame, type EncodedJson } from './ws-frame';
+import {
+  flushFrameWrites,
+  FrameSocket,
+  nativeFrameWriterLoaded,
+  writeTextFrame,
+  type EncodedJson,
+} from './ws-frame';
 
 /** The complete WebSocket text frames (unmasked, as a server sends them) at the start of `bytes`. */
 function parseFrames(bytes: Buffer): string[] {
@@ -43,7 +49,24 @@ async function socketPair(): Promise<{ server: Server; writer: Socket; reader: S
   return { server, writer, reader };
 }
 
-describe('writeTextFrame on a real TCP socket', () => {
+describe('the native frame writer', () => {
+  it('is built (npm install builds it; CI must test the path it ships)', () => {
+    if (!nativeFrameWriterLoaded) {
+      const message =
+        'native/frame-writer is not built: run `npm run build:native`; the fan-out falls back to fs.writeSync';
+      if (process.env.REQUIRE_SERVICES === '1') throw new Error(message);
+      console.warn(`\n\n*** ${message} ***\n`);
+    }
+    expect(typeof nativeFrameWriterLoaded).toBe('boolean');
+  });
+});
+
+// Both write paths: the native batch (when built) and one fs.writeSync per frame.
+describe.each(
+  nativeFrameWriterLoaded
+    ? [['native batch', true] as const, ['fs.writeSync', false] as const]
+    : [['fs.writeSync', false] as const],
+)('writeTextFrame on a real TCP socket (%s)', (_name, native) => {
   let server: Server;
   let writer: Socket;
   let reader: Socket;
@@ -56,8 +79,15 @@ describe('writeTextFrame on a real TCP socket', () => {
   beforeEach(async () => {
     received = null;
     ({ server, writer, reader } = await socketPair());
-    target = new FrameSocket(writer);
+    target = new FrameSocket(writer, native);
+    expect(target.native).toBe(native);
   });
+
+  /** As WsConnection does before writing to the socket itself (ws's frames, pings, close). */
+  function ownWrite(bytes: Buffer): void {
+    if (target.inBatch) flushFrameWrites();
+    writer.write(bytes);
+  }
   afterEach(async () => {
     writer.destroy();
     reader.destroy();
@@ -91,10 +121,11 @@ describe('writeTextFrame on a real TCP socket', () => {
       sent.push(`{"changes":[${JSON.stringify(text)}]}`);
       // the socket's own writes (ws's pings, close) interleave and must stay in order
       if (i % 500 === 0) {
-        writer.write(Buffer.from([0x81, 5, ...Buffer.from('"own"')]));
+        ownWrite(Buffer.from([0x81, 5, ...Buffer.from('"own"')]));
         sent.push('"own"');
       }
     }
+    flushFrameWrites();
     expect(writer.writableLength).toBeGreaterThan(0); // the stream really took over
     const got = await readAll(sent.length);
     expect(got.length).toBe(sent.length);
@@ -123,12 +154,12 @@ describe('writeTextFrame on a real TCP socket', () => {
   it('flushStaged sends held frames before what the socket writes next; discardStaged drops them', async () => {
     writeTextFrame(target, PREFIX, [part('a')], SUFFIX, true);
     target.flushStaged();
-    writer.write(Buffer.from([0x81, 5, ...Buffer.from('"end"')])); // as ws's close frame would
+    ownWrite(Buffer.from([0x81, 5, ...Buffer.from('"end"')])); // as ws's close frame would
     writeTextFrame(target, PREFIX, [part('dropped')], SUFFIX, true);
     target.discardStaged();
     expect(await readAll(2)).toEqual(['{"changes":["a"]}', '"end"']);
     await new Promise((r) => setTimeout(r, 50)); // past the end-of-tick sweep
-    writer.write(Buffer.from([0x81, 6, ...Buffer.from('"last"')]));
+    ownWrite(Buffer.from([0x81, 6, ...Buffer.from('"last"')]));
     expect(await readAll(3)).toEqual(['{"changes":["a"]}', '"end"', '"last"']);
   });
 
@@ -140,5 +171,56 @@ describe('writeTextFrame on a real TCP socket', () => {
     for (let i = 0; i < 5; i++) writeTextFrame(target, PREFIX, [part('gone')], SUFFIX, false);
     await errored;
     expect(writer.destroyed).toBe(true);
+  });
+});
+
+(nativeFrameWriterLoaded ? describe : describe.skip)('the native batch across sockets', () => {
+  const pairs: { server: Server; writer: Socket; reader: Socket }[] = [];
+  afterEach(async () => {
+    for (const { server, writer, reader } of pairs.splice(0)) {
+      writer.destroy();
+      reader.destroy();
+      server.close();
+      await once(server, 'close');
+    }
+  });
+
+  async function framesOf(reader: Socket, expected: number): Promise<string[]> {
+    const chunks: Buffer[] = [];
+    reader.on('data', (c: Buffer) => chunks.push(c));
+    for (let i = 0; i < 300; i++) {
+      const frames = parseFrames(Buffer.concat(chunks));
+      if (frames.length >= expected) return frames;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return parseFrames(Buffer.concat(chunks));
+  }
+
+  it('writes one change to many sockets in one batch, each with its own prefix, at the end of the tick', async () => {
+    for (let i = 0; i < 40; i++) pairs.push(await socketPair());
+    const change = part('shared change');
+    const targets = pairs.map(({ writer }) => new FrameSocket(writer));
+    targets.forEach((target, i) =>
+      writeTextFrame(target, Buffer.from(`{"sub":${i},"changes":[`), [change], SUFFIX, false),
+    );
+    // nothing has left yet: the batch leaves in one native call at the end of the tick
+    expect(targets.every((t) => t.inBatch)).toBe(true);
+    expect(change.tail?.toString()).toBe('"shared change"]}'); // encoded once, shared
+    const got = await Promise.all(pairs.map(({ reader }) => framesOf(reader, 1)));
+    expect(targets.some((t) => t.inBatch)).toBe(false);
+    got.forEach((frames, i) =>
+      expect(frames).toEqual([`{"sub":${i},"changes":["shared change"]}`]),
+    );
+  });
+
+  it('skips a socket destroyed after its frame joined the batch, and still writes the others', async () => {
+    for (let i = 0; i < 3; i++) pairs.push(await socketPair());
+    const targets = pairs.map(({ writer }) => new FrameSocket(writer));
+    targets.forEach((target) => writeTextFrame(target, PREFIX, [part('x')], SUFFIX, false));
+    pairs[1].writer.destroy(); // its descriptor is closed now, and its number free for reuse
+    expect(() => flushFrameWrites()).not.toThrow();
+    const [first, , third] = await Promise.all(pairs.map(({ reader }) => framesOf(reader, 1)));
+    expect(first).toEqual(['{"changes":["x"]}']);
+    expect(third).toEqual(['{"changes":["x"]}']);
   });
 });

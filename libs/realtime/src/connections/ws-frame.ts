@@ -1,18 +1,63 @@
-import { writeSync } from 'node:fs';
+import { existsSync, writeSync } from 'node:fs';
 import type { Socket } from 'node:net';
+import { dirname, join } from 'node:path';
 
 /**
  * Server→client WebSocket text frames for the fan-out hot path, written straight to the
  * TCP socket. Server frames are never masked and permessage-deflate is off, so a frame is
  * just a header and the payload.
  *
- * A frame is built in a scratch buffer and handed to the kernel with one `write(2)` on the
- * socket's file descriptor when nothing is queued on the socket: no Buffer, write request
- * or callback per delivery, and the scratch buffer is reused as soon as the kernel has
- * copied it. Whatever the kernel does not take at once (a full send buffer), and every frame
- * of a socket that has data queued, goes through `socket.write`, so bytes stay in order
- * with everything else written to the socket (`ws`'s own frames, pings, close).
+ * With the native frame writer (native/frame-writer, built by `npm install`), the frames of
+ * idle sockets are collected in a batch (each frame's header and message prefix in one
+ * arena, its change bytes shared by every frame that carries them) and handed to the kernel
+ * by one native call, a `writev(2)` per socket, at the latest at the end of the tick. Without
+ * it (or for a socket created with `native` false), a frame is built in a scratch buffer and
+ * written with one `fs.writeSync` on the socket's file descriptor. Either way there is no
+ * Buffer, write request or callback per delivery.
+ *
+ * Whatever the kernel does not take at once (a full send buffer), and every frame of a
+ * socket that has data queued, goes through `socket.write`, so bytes stay in order with
+ * everything else written to the socket (`ws`'s own frames, pings, close): whoever writes to
+ * a socket otherwise first calls `flushFrameWrites` when `FrameSocket.inBatch` says the
+ * batch holds a frame for it (WsConnection does).
  */
+
+interface FrameWriterAddon {
+  writeFrames(
+    arena: Buffer,
+    meta: Int32Array,
+    count: number,
+    bodies: Buffer[],
+    results: Int32Array,
+  ): void;
+}
+
+const ADDON_PATH = join('native', 'frame-writer', 'build', 'Release', 'frame_writer.node');
+
+/** The addon, looked for in the nearest directory up from here that has it (src or dist). */
+function loadFrameWriter(): FrameWriterAddon | null {
+  for (let dir = __dirname, i = 0; i < 8; i++) {
+    const file = join(dir, ADDON_PATH);
+    if (existsSync(file)) {
+      try {
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        const addon = require(file) as Partial<FrameWriterAddon>;
+        return typeof addon.writeFrames === 'function' ? (addon as FrameWriterAddon) : null;
+      } catch {
+        return null; // built for another Node ABI or platform: the portable path
+      }
+    }
+    const up = dirname(dir);
+    if (up === dir) break;
+    dir = up;
+  }
+  return null;
+}
+
+const addon = loadFrameWriter();
+
+/** Whether the native frame writer loaded (it is optional; see the module comment). */
+export const nativeFrameWriterLoaded = addon !== null;
 
 const SCRATCH_BYTES = 64 * 1024;
 let scratch = Buffer.allocUnsafe(SCRATCH_BYTES);
@@ -22,50 +67,73 @@ function headerSize(length: number): number {
   return length < 126 ? 2 : length < 65536 ? 4 : 10;
 }
 
-function writeHeader(frame: Buffer, length: number): number {
-  frame[0] = 0x81; // FIN + text
+/** Writes a text frame's header at `at`; returns its size. */
+function writeHeader(frame: Buffer, at: number, length: number): number {
+  frame[at] = 0x81; // FIN + text
   if (length < 126) {
-    frame[1] = length;
+    frame[at + 1] = length;
     return 2;
   }
   if (length < 65536) {
-    frame[1] = 126;
-    frame.writeUInt16BE(length, 2);
+    frame[at + 1] = 126;
+    frame.writeUInt16BE(length, at + 2);
     return 4;
   }
-  frame[1] = 127;
-  frame.writeUInt32BE(Math.floor(length / 2 ** 32), 2);
-  frame.writeUInt32BE(length >>> 0, 6);
+  frame[at + 1] = 127;
+  frame.writeUInt32BE(Math.floor(length / 2 ** 32), at + 2);
+  frame.writeUInt32BE(length >>> 0, at + 6);
   return 10;
 }
 
-/** Something whose JSON is known, and whose UTF-8 bytes are encoded once, on first use. */
+/**
+ * Something whose JSON is known, and whose UTF-8 bytes are encoded once, on first use; for
+ * the native path also the bytes followed by the message suffix (`tail`, for `tailSuffix`).
+ */
 export interface EncodedJson {
   json: string;
   bytes?: Buffer;
+  tail?: Buffer;
+  tailSuffix?: Buffer;
+}
+
+function bytesOf(part: EncodedJson): Buffer {
+  return (part.bytes ??= Buffer.from(part.json));
+}
+
+/** The part's bytes followed by `suffix`, made once per part and shared by every frame. */
+function tailOf(part: EncodedJson, suffix: Buffer): Buffer {
+  if (part.tail !== undefined && part.tailSuffix === suffix) return part.tail;
+  const bytes = bytesOf(part);
+  const tail = Buffer.allocUnsafe(bytes.length + suffix.length);
+  bytes.copy(tail, 0);
+  suffix.copy(tail, bytes.length);
+  part.tail = tail;
+  part.tailSuffix = suffix;
+  return tail;
 }
 
 function payloadLength(prefix: Buffer, parts: readonly EncodedJson[], suffix: Buffer): number {
   let length = prefix.length + suffix.length + parts.length - 1;
-  for (const part of parts) length += (part.bytes ??= Buffer.from(part.json)).length;
+  for (const part of parts) length += bytesOf(part).length;
   return length;
 }
 
-/** Writes the frame at the start of `target` (large enough); returns its size. */
+/** Writes the frame into `target` at `at` (large enough); returns its size. */
 function frameInto(
   target: Buffer,
+  at: number,
   length: number,
   prefix: Buffer,
   parts: readonly EncodedJson[],
   suffix: Buffer,
 ): number {
-  let offset = writeHeader(target, length);
+  let offset = at + writeHeader(target, at, length);
   offset += prefix.copy(target, offset);
   for (let i = 0; i < parts.length; i++) {
     if (i > 0) target[offset++] = 0x2c; // ','
     offset += (parts[i].bytes as Buffer).copy(target, offset);
   }
-  return offset + suffix.copy(target, offset);
+  return offset + suffix.copy(target, offset) - at;
 }
 
 /** One text frame whose payload is `prefix`, the parts' JSON joined by commas, then `suffix`. */
@@ -76,7 +144,7 @@ export function buildTextFrame(
 ): Buffer {
   const length = payloadLength(prefix, parts, suffix);
   const frame = Buffer.allocUnsafe(headerSize(length) + length);
-  frameInto(frame, length, prefix, parts, suffix);
+  frameInto(frame, 0, length, prefix, parts, suffix);
   return frame;
 }
 
@@ -91,8 +159,28 @@ export class FrameSocket {
   private fd: number | undefined = undefined;
   /** frames held until the last frame of the current dispatch */
   staged: Buffer[] | null = null;
+  /** the batch generation this socket has a frame in (see FrameBatch) */
+  batchGeneration = 0;
+  /** frames go through the native frame writer's batch (when it loaded) */
+  readonly native: boolean;
 
-  constructor(readonly socket: Socket) {}
+  /** `native`: use the native frame writer if it loaded (default) */
+  constructor(
+    readonly socket: Socket,
+    native = true,
+  ) {
+    this.native = native && addon !== null;
+  }
+
+  /** The socket still has its descriptor (it is not destroyed). */
+  get writable(): boolean {
+    return (this.socket as TcpSocket)._handle != null && !this.socket.destroyed;
+  }
+
+  /** Whether the pending batch holds a frame for this socket (flushFrameWrites first). */
+  get inBatch(): boolean {
+    return this.batchGeneration === batch.generation && batch.count > 0;
+  }
 
   /**
    * The file descriptor to write to directly, or -1 when the bytes must go through the
@@ -148,11 +236,150 @@ export class FrameSocket {
 }
 
 /**
+ * Frames waiting for the native frame writer: per frame its socket's descriptor, its first
+ * part in `arena` (header and message prefix, or a whole frame) and the index of its second
+ * part in `bodies` (the change's bytes and the message suffix, shared by every frame that
+ * carries the same change). A socket has at most one frame in a batch (a second one flushes
+ * the batch first), so that what the kernel does not take of a frame can still be queued
+ * on the socket before anything that follows it.
+ */
+const ARENA_BYTES = 256 * 1024;
+const MAX_FRAMES = 4096;
+const META = 4; // fd, arena offset, arena length, body index
+
+const batch = {
+  arena: Buffer.allocUnsafe(addon ? ARENA_BYTES : 0),
+  used: 0,
+  meta: new Int32Array(addon ? MAX_FRAMES * META : 0),
+  results: new Int32Array(addon ? MAX_FRAMES : 0),
+  targets: [] as (FrameSocket | null)[],
+  bodies: [] as Buffer[],
+  bodyIndex: new Map<Buffer, number>(),
+  count: 0,
+  generation: 1,
+  scheduled: false,
+};
+
+function scheduledFlush(): void {
+  batch.scheduled = false;
+  flushFrameWrites();
+}
+
+/** Index of `body` in the batch's bodies (added when new). */
+function bodySlot(body: Buffer): number {
+  const last = batch.bodies.length - 1;
+  if (last >= 0 && batch.bodies[last] === body) return last;
+  let index = batch.bodyIndex.get(body);
+  if (index === undefined) {
+    index = batch.bodies.push(body) - 1;
+    batch.bodyIndex.set(body, index);
+  }
+  return index;
+}
+
+/**
+ * The descriptor to batch a frame of `target` for, or -1 when it must be written otherwise
+ * (see directFd). A frame of this socket already in the batch leaves first, whichever way
+ * the new one goes: what the kernel does not take of it is queued on the socket, which the
+ * new frame must then follow.
+ */
+function batchFd(target: FrameSocket): number {
+  if (target.batchGeneration === batch.generation && batch.count > 0) flushFrameWrites();
+  return target.directFd();
+}
+
+/**
+ * Reserves `headBytes` of the arena (flushing the batch first when it is full); returns the
+ * offset, or -1 when the frame is too large for the arena.
+ */
+function reserve(headBytes: number): number {
+  if (headBytes > ARENA_BYTES) return -1;
+  if (batch.used + headBytes > ARENA_BYTES || batch.count === MAX_FRAMES) flushFrameWrites();
+  return batch.used;
+}
+
+/** Adds a frame (arena [at, at + headBytes), then `body` if any) of `target` to the batch. */
+function commit(
+  target: FrameSocket,
+  fd: number,
+  at: number,
+  headBytes: number,
+  body: Buffer | null,
+): void {
+  const m = batch.count * META;
+  batch.meta[m] = fd;
+  batch.meta[m + 1] = at;
+  batch.meta[m + 2] = headBytes;
+  batch.meta[m + 3] = body === null ? -1 : bodySlot(body);
+  batch.targets[batch.count++] = target;
+  batch.used = at + headBytes;
+  target.batchGeneration = batch.generation;
+  if (!batch.scheduled) {
+    batch.scheduled = true;
+    process.nextTick(scheduledFlush);
+  }
+}
+
+/**
+ * Hands every frame of the pending batch to the kernel (one native call), and queues on
+ * its socket whatever a socket did not take. Called at the end of the tick, and by anyone
+ * about to write to a socket that `inBatch`.
+ */
+export function flushFrameWrites(): void {
+  const count = batch.count;
+  if (count === 0) return;
+  const { arena, meta, results, targets, bodies } = batch;
+  // a socket destroyed since its frame joined (its descriptor closed, the number free to be
+  // reused) is skipped: nothing written to it could arrive anyway
+  for (let i = 0; i < count; i++) {
+    if (!(targets[i] as FrameSocket).writable) meta[i * META] = -1;
+  }
+  try {
+    (addon as FrameWriterAddon).writeFrames(arena, meta, count, bodies, results);
+  } catch {
+    results.fill(0, 0, count); // never happens with a well-formed batch; lose nothing if it does
+  }
+  // the batch is reset before any socket.write below, which must not find it half-done
+  batch.count = 0;
+  batch.used = 0;
+  batch.generation++;
+  for (let i = 0; i < count; i++) {
+    const m = i * META;
+    const at = meta[m + 1];
+    const headBytes = meta[m + 2];
+    const body = meta[m + 3] < 0 ? null : bodies[meta[m + 3]];
+    const size = headBytes + (body === null ? 0 : body.length);
+    const target = targets[i] as FrameSocket;
+    targets[i] = null;
+    const written = results[i] > 0 ? results[i] : 0;
+    if (written >= size || meta[m] < 0) continue;
+    // the kernel took part or none (full send buffer), or the socket failed: the stream
+    // queues the rest (a copy: the arena is reused) or meets the error and closes the socket
+    const head = written < headBytes ? arena.subarray(at + written, at + headBytes) : null;
+    const tail = body === null ? null : body.subarray(Math.max(0, written - headBytes));
+    target.socket.write(
+      head === null
+        ? (tail as Buffer)
+        : tail === null
+          ? Buffer.from(head)
+          : Buffer.concat([head, tail]),
+    );
+  }
+  bodies.length = 0;
+  batch.bodyIndex.clear();
+}
+
+/**
  * Hands `length` bytes of `data` to the kernel if the socket is idle, and queues what it
  * did not take on the socket (copied, when `data` is the scratch buffer).
  */
 function send(target: FrameSocket, data: Buffer, length: number): void {
-  const fd = target.directFd();
+  const native = target.native && data !== scratch;
+  const fd = native ? batchFd(target) : target.directFd();
+  if (fd >= 0 && native) {
+    commit(target, fd, reserve(0), 0, length === data.length ? data : data.subarray(0, length));
+    return;
+  }
   let written = 0;
   if (fd >= 0) {
     try {
@@ -197,18 +424,54 @@ export function writeTextFrame(
     else target.flushStaged(frame);
     return;
   }
+  if (target.native) {
+    const fd = batchFd(target);
+    if (fd >= 0 && batchFrame(target, fd, prefix, parts, suffix)) return;
+  }
   const length = payloadLength(prefix, parts, suffix);
   const size = headerSize(length) + length;
   if (size > scratch.length) {
     if (size > 16 * SCRATCH_BYTES) {
       // rare giant frame: its own buffer, not a scratch buffer kept forever
       const frame = Buffer.allocUnsafe(size);
-      frameInto(frame, length, prefix, parts, suffix);
+      frameInto(frame, 0, length, prefix, parts, suffix);
       send(target, frame, size);
       return;
     }
     scratch = Buffer.allocUnsafe(size);
   }
-  frameInto(scratch, length, prefix, parts, suffix);
+  frameInto(scratch, 0, length, prefix, parts, suffix);
   send(target, scratch, size);
+}
+
+/**
+ * Adds the frame to the native batch: one change as header + prefix in the arena and its
+ * shared tail (bytes + suffix); several changes as a whole frame in the arena. False when
+ * the frame does not fit in the arena (the caller writes it itself).
+ */
+function batchFrame(
+  target: FrameSocket,
+  fd: number,
+  prefix: Buffer,
+  parts: readonly EncodedJson[],
+  suffix: Buffer,
+): boolean {
+  if (parts.length === 1) {
+    const tail = tailOf(parts[0], suffix);
+    const length = prefix.length + tail.length;
+    const headBytes = headerSize(length) + prefix.length;
+    const at = reserve(headBytes);
+    if (at < 0) return false;
+    const { arena } = batch;
+    prefix.copy(arena, at + writeHeader(arena, at, length));
+    commit(target, fd, at, headBytes, tail);
+    return true;
+  }
+  const length = payloadLength(prefix, parts, suffix);
+  const size = headerSize(length) + length;
+  const at = reserve(size);
+  if (at < 0) return false;
+  frameInto(batch.arena, at, length, prefix, parts, suffix);
+  commit(target, fd, at, size, null);
+  return true;
 }
