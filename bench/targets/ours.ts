@@ -254,6 +254,14 @@ export const oursTarget: Target = {
     };
     const tasks: { id: string; version: number }[] = [];
     const notes = [how.note];
+    // the server warns at start when the addon is missing (LOG_LEVEL=warn keeps warnings)
+    notes.push(
+      ['false', '0', 'no', 'off'].includes(env.NATIVE_WRITES ?? '')
+        ? 'fan-out writes: one fs.writeSync per socket (NATIVE_WRITES=false)'
+        : /native frame writer not built/.test(proc.output())
+          ? 'fan-out writes: one fs.writeSync per socket (the native frame writer is not built)'
+          : 'fan-out writes: the native frame writer (one call per batch of sockets)',
+    );
     const unset = unsetLimitVars(ctx.root, env);
     if (unset.length > 0) {
       notes.push(
