@@ -4,7 +4,7 @@
 // without a C compiler gets a warning here, not a failed install; `npm test` under
 // REQUIRE_SERVICES=1 (CI) then fails, so that CI never passes without the path it ships.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,7 +12,13 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const addonDir = join(root, 'native/frame-writer');
 
+/** An addon left by an earlier build must not load in place of the one this build skipped. */
+function removeOldBuild() {
+  rmSync(join(addonDir, 'build'), { recursive: true, force: true });
+}
+
 if (process.env.REALTIME_SKIP_NATIVE_BUILD === '1') {
+  removeOldBuild();
   console.warn('native frame writer: not built (REALTIME_SKIP_NATIVE_BUILD=1)');
   process.exit(0);
 }
@@ -51,6 +57,7 @@ const result = spawnSync(command, [...prefix, ...args], {
 if (result.status === 0) {
   console.log(`native frame writer: built in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 } else {
+  removeOldBuild();
   const output = `${result.stdout ?? ''}${result.stderr ?? ''}`.trim().split('\n').slice(-8);
   console.warn(
     [

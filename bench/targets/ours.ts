@@ -258,8 +258,8 @@ export const oursTarget: Target = {
     notes.push(
       ['false', '0', 'no', 'off'].includes(env.NATIVE_WRITES ?? '')
         ? 'fan-out writes: one fs.writeSync per socket (NATIVE_WRITES=false)'
-        : /native frame writer not built/.test(proc.output())
-          ? 'fan-out writes: one fs.writeSync per socket (the native frame writer is not built)'
+        : /native frame writer not built or not loaded/.test(proc.output())
+          ? 'fan-out writes: one fs.writeSync per socket (the native frame writer is not built or did not load)'
           : 'fan-out writes: the native frame writer (one call per batch of sockets)',
     );
     const unset = unsetLimitVars(ctx.root, env);

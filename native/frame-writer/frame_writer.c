@@ -1,5 +1,6 @@
 /*
- * One call that hands many WebSocket frames to the kernel: writev(2) per socket, in a loop,
+ * One call that hands many WebSocket frames to the kernel: sendmsg(2) with the frame's two
+ * parts per socket (a writev that cannot raise SIGPIPE), in a loop,
  * without returning to JavaScript in between. The fan-out writes the same change to
  * thousands of sockets; per socket, Node's fs.writeSync costs a validation, a request object
  * and two crossings between JavaScript and C++ around the system call itself.
@@ -13,14 +14,23 @@
  *   results  Int32Array: per frame, the bytes the kernel took (0 when its send buffer is full),
  *            or -errno (EPIPE, ECONNRESET, EBADF...)
  *
- * It never blocks: the sockets are non-blocking (libuv made them so). Whatever a socket did not
- * take, the caller queues on the socket's stream, in order.
+ * It never blocks: the sockets are non-blocking (libuv made them so), and it asks for that
+ * anyway (MSG_DONTWAIT). A peer that has gone away gives EPIPE, never SIGPIPE (MSG_NOSIGNAL),
+ * whether or not the host process ignores that signal. Whatever a socket did not take, the
+ * caller queues on the socket's stream, in order.
+ *
+ * The module also exports `version`, the layout of these arguments.
  */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <node_api.h>
+
+/* the layout of writeFrames' arguments; the loader refuses a binary built for another */
+#define FRAME_WRITER_VERSION 1
 
 #define MAX_BODIES_ON_STACK 64
 
@@ -115,9 +125,13 @@ static napi_value WriteFrames(napi_env env, napi_callback_info info) {
       results[i] = -EBADF;
       continue;
     }
+    struct msghdr message;
+    memset(&message, 0, sizeof message);
+    message.msg_iov = iov;
+    message.msg_iovlen = (size_t)n;
     ssize_t written;
     do {
-      written = n > 0 ? writev(m[0], iov, n) : 0;
+      written = n > 0 ? sendmsg(m[0], &message, MSG_NOSIGNAL | MSG_DONTWAIT) : 0;
     } while (written < 0 && errno == EINTR);
     if (written >= 0) results[i] = (int32_t)written;
     else results[i] = (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -errno;
@@ -134,6 +148,10 @@ static napi_value Init(napi_env env, napi_value exports) {
   if (napi_create_function(env, "writeFrames", NAPI_AUTO_LENGTH, WriteFrames, NULL, &fn) != napi_ok)
     return NULL;
   if (napi_set_named_property(env, exports, "writeFrames", fn) != napi_ok) return NULL;
+  napi_value version;
+  if (napi_create_int32(env, FRAME_WRITER_VERSION, &version) != napi_ok ||
+      napi_set_named_property(env, exports, "version", version) != napi_ok)
+    return NULL;
   return exports;
 }
 

@@ -36,5 +36,5 @@ export type { CustomFilterFn } from './subscriptions/filter-compiler';
 export { ConnectionRegistry } from './connections/connection-registry';
 export { RealtimeWsAdapter } from './connections/realtime-ws.adapter';
 export { RealtimeGateway } from './connections/realtime.gateway';
-export { nativeFrameWriterLoaded } from './connections/ws-frame';
+export { nativeFrameWriterLoaded, nativeFrameWriterStatus } from './connections/ws-frame';
 export { setupRealtime } from './realtime.setup';

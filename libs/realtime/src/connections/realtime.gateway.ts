@@ -14,7 +14,7 @@ import { SubscriptionsService } from '../subscriptions/subscriptions.service';
 import { ConnectionRegistry } from './connection-registry';
 import { remoteOf } from './realtime-ws.adapter';
 import { WsConnection, WsConnectionOwner } from './ws-connection';
-import { nativeFrameWriterLoaded } from './ws-frame';
+import { nativeFrameWriterLoaded, nativeFrameWriterStatus } from './ws-frame';
 
 const SUBSCRIBE_KEYS = new Set(['query', 'tabId', 'resumeFrom']);
 
@@ -50,7 +50,7 @@ export class RealtimeGateway implements OnGatewayConnection, WsConnectionOwner {
     this.nativeWrites = (options.nativeWrites ?? true) && nativeFrameWriterLoaded;
     if ((options.nativeWrites ?? true) && !nativeFrameWriterLoaded) {
       this.logger.warn(
-        'native frame writer not built (native/frame-writer): fan-out writes use fs.writeSync',
+        `native frame writer not built or not loaded (${nativeFrameWriterStatus}): fan-out writes use fs.writeSync`,
       );
     }
   }

@@ -4,6 +4,7 @@ import {
   flushFrameWrites,
   FrameSocket,
   nativeFrameWriterLoaded,
+  nativeFrameWriterStatus,
   writeTextFrame,
   type EncodedJson,
 } from './ws-frame';
@@ -52,8 +53,7 @@ async function socketPair(): Promise<{ server: Server; writer: Socket; reader: S
 describe('the native frame writer', () => {
   it('is built (npm install builds it; CI must test the path it ships)', () => {
     if (!nativeFrameWriterLoaded) {
-      const message =
-        'native/frame-writer is not built: run `npm run build:native`; the fan-out falls back to fs.writeSync';
+      const message = `native/frame-writer did not load (${nativeFrameWriterStatus}); the fan-out falls back to fs.writeSync`;
       if (process.env.REQUIRE_SERVICES === '1') throw new Error(message);
       console.warn(`\n\n*** ${message} ***\n`);
     }
@@ -211,6 +211,20 @@ describe.each(
     got.forEach((frames, i) =>
       expect(frames).toEqual([`{"sub":${i},"changes":["shared change"]}`]),
     );
+  });
+
+  it('sends a batched frame after bytes written to its socket without a flush first, never into them', async () => {
+    const pair = await socketPair();
+    pairs.push(pair);
+    const target = new FrameSocket(pair.writer);
+    writeTextFrame(target, PREFIX, [part('late')], SUFFIX, false);
+    expect(target.inBatch).toBe(true);
+    // what WsConnection never does (it flushes first), as ws's own writes could one day
+    pair.writer.cork();
+    pair.writer.write(Buffer.from([0x81, 7, ...Buffer.from('"first"')]));
+    flushFrameWrites();
+    pair.writer.uncork();
+    expect(await framesOf(pair.reader, 2)).toEqual(['"first"', '{"changes":["late"]}']);
   });
 
   it('skips a socket destroyed after its frame joined the batch, and still writes the others', async () => {

@@ -10,10 +10,10 @@ import { dirname, join } from 'node:path';
  * With the native frame writer (native/frame-writer, built by `npm install`), the frames of
  * idle sockets are collected in a batch (each frame's header and message prefix in one
  * arena, its change bytes shared by every frame that carries them) and handed to the kernel
- * by one native call, a `writev(2)` per socket, at the latest at the end of the tick. Without
- * it (or for a socket created with `native` false), a frame is built in a scratch buffer and
- * written with one `fs.writeSync` on the socket's file descriptor. Either way there is no
- * Buffer, write request or callback per delivery.
+ * by one native call, a `sendmsg(2)` (`writev` without SIGPIPE) per socket, at the latest at
+ * the end of the tick. Without it (or for a socket created with `native` false), a frame is
+ * built in a scratch buffer and written with one `fs.writeSync` on the socket's file
+ * descriptor. Either way there is no Buffer, write request or callback per delivery.
  *
  * Whatever the kernel does not take at once (a full send buffer), and every frame of a
  * socket that has data queued, goes through `socket.write`, so bytes stay in order with
@@ -23,6 +23,7 @@ import { dirname, join } from 'node:path';
  */
 
 interface FrameWriterAddon {
+  version: number;
   writeFrames(
     arena: Buffer,
     meta: Int32Array,
@@ -32,32 +33,47 @@ interface FrameWriterAddon {
   ): void;
 }
 
+/** The argument layout this file speaks (FRAME_WRITER_VERSION in frame_writer.c). */
+const ADDON_VERSION = 1;
 const ADDON_PATH = join('native', 'frame-writer', 'build', 'Release', 'frame_writer.node');
 
-/** The addon, looked for in the nearest directory up from here that has it (src or dist). */
-function loadFrameWriter(): FrameWriterAddon | null {
+/**
+ * The addon, looked for in the nearest directory up from here that has it (src or dist);
+ * otherwise why not.
+ */
+function loadFrameWriter(): { addon: FrameWriterAddon | null; why: string } {
   for (let dir = __dirname, i = 0; i < 8; i++) {
     const file = join(dir, ADDON_PATH);
     if (existsSync(file)) {
       try {
         // eslint-disable-next-line @typescript-eslint/no-require-imports
         const addon = require(file) as Partial<FrameWriterAddon>;
-        return typeof addon.writeFrames === 'function' ? (addon as FrameWriterAddon) : null;
-      } catch {
-        return null; // built for another Node ABI or platform: the portable path
+        if (typeof addon.writeFrames === 'function' && addon.version === ADDON_VERSION) {
+          return { addon: addon as FrameWriterAddon, why: `loaded ${file}` };
+        }
+        return {
+          addon: null,
+          why: `${file} is version ${String(addon.version)}, not ${ADDON_VERSION}: run npm run build:native`,
+        };
+      } catch (e) {
+        // built for another Node ABI or platform: the portable path
+        return { addon: null, why: `${file} did not load: ${(e as Error).message}` };
       }
     }
     const up = dirname(dir);
     if (up === dir) break;
     dir = up;
   }
-  return null;
+  return { addon: null, why: `no ${ADDON_PATH} above ${__dirname}: run npm run build:native` };
 }
 
-const addon = loadFrameWriter();
+const loaded = loadFrameWriter();
+const addon = loaded.addon;
 
 /** Whether the native frame writer loaded (it is optional; see the module comment). */
 export const nativeFrameWriterLoaded = addon !== null;
+/** Where it was loaded from, or why it was not. */
+export const nativeFrameWriterStatus = loaded.why;
 
 const SCRATCH_BYTES = 64 * 1024;
 let scratch = Buffer.allocUnsafe(SCRATCH_BYTES);
@@ -172,9 +188,15 @@ export class FrameSocket {
     this.native = native && addon !== null;
   }
 
-  /** The socket still has its descriptor (it is not destroyed). */
-  get writable(): boolean {
-    return (this.socket as TcpSocket)._handle != null && !this.socket.destroyed;
+  /** Still open for writing: not destroyed (its descriptor closed) and not ended. */
+  get open(): boolean {
+    const socket = this.socket as TcpSocket;
+    return socket._handle != null && !socket.destroyed && socket.writable;
+  }
+
+  /** Open, and nothing queued on the stream: the kernel may take bytes directly. */
+  get idle(): boolean {
+    return this.socket.writableLength === 0 && this.open;
   }
 
   /** Whether the pending batch holds a frame for this socket (flushFrameWrites first). */
@@ -329,15 +351,19 @@ export function flushFrameWrites(): void {
   const count = batch.count;
   if (count === 0) return;
   const { arena, meta, results, targets, bodies } = batch;
-  // a socket destroyed since its frame joined (its descriptor closed, the number free to be
-  // reused) is skipped: nothing written to it could arrive anyway
+  // Not by the kernel directly: a socket destroyed since its frame joined (its descriptor
+  // closed, its number free to be reused), ended (a close frame is out), or one that has
+  // bytes queued after all (whoever wrote them did not flush first): see below.
   for (let i = 0; i < count; i++) {
-    if (!(targets[i] as FrameSocket).writable) meta[i * META] = -1;
+    if (!(targets[i] as FrameSocket).idle) meta[i * META] = -1;
   }
   try {
     (addon as FrameWriterAddon).writeFrames(arena, meta, count, bodies, results);
-  } catch {
-    results.fill(0, 0, count); // never happens with a well-formed batch; lose nothing if it does
+  } catch (e) {
+    // a malformed batch, which the addon refuses before writing anything: a bug of ours.
+    // The frames still go, through the streams; the warning says what to report.
+    process.emitWarning(`native frame writer refused a batch: ${(e as Error).message}`);
+    results.fill(0, 0, count);
   }
   // the batch is reset before any socket.write below, which must not find it half-done
   batch.count = 0;
@@ -347,12 +373,14 @@ export function flushFrameWrites(): void {
     const m = i * META;
     const at = meta[m + 1];
     const headBytes = meta[m + 2];
-    const body = meta[m + 3] < 0 ? null : bodies[meta[m + 3]];
+    const body = meta[m + 3] < 0 ? null : (bodies[meta[m + 3]] ?? null);
     const size = headBytes + (body === null ? 0 : body.length);
     const target = targets[i] as FrameSocket;
     targets[i] = null;
     const written = results[i] > 0 ? results[i] : 0;
-    if (written >= size || meta[m] < 0) continue;
+    if (written >= size) continue;
+    // destroyed or ended: nothing written to it now could arrive, or belong there
+    if (meta[m] < 0 && !target.open) continue;
     // the kernel took part or none (full send buffer), or the socket failed: the stream
     // queues the rest (a copy: the arena is reused) or meets the error and closes the socket
     const head = written < headBytes ? arena.subarray(at + written, at + headBytes) : null;
