@@ -105,8 +105,9 @@ export class TokenService {
     if (typeof payload.sub !== 'string' || payload.sub.length === 0) {
       throw new TokenError('failed', 'authentication failed');
     }
+    // kept in the cache of verified tokens: slice() leaves no spare capacity from filter()
     const roles = Array.isArray(payload.roles)
-      ? payload.roles.filter((r): r is string => typeof r === 'string')
+      ? payload.roles.filter((r): r is string => typeof r === 'string').slice()
       : [];
     const attrs =
       payload.attrs && typeof payload.attrs === 'object' && !Array.isArray(payload.attrs)

@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import { OnGatewayConnection, WebSocketGateway } from '@nestjs/websockets';
+import { OnGatewayConnection, OnGatewayDisconnect, WebSocketGateway } from '@nestjs/websockets';
 import type { IncomingMessage } from 'node:http';
 import type { RawData, WebSocket } from 'ws';
 import { AbilityService } from '../auth/ability.service';
@@ -13,7 +13,7 @@ import { emit } from '../subscriptions/subscription-sink';
 import { SubscriptionsService } from '../subscriptions/subscriptions.service';
 import { ConnectionRegistry } from './connection-registry';
 import { remoteOf } from './realtime-ws.adapter';
-import { WsConnection, WsConnectionOwner } from './ws-connection';
+import { WsConnection, wsConnectionOf, WsConnectionOwner } from './ws-connection';
 import { nativeFrameWriterLoaded, nativeFrameWriterStatus } from './ws-frame';
 
 const SUBSCRIBE_KEYS = new Set(['query', 'tabId', 'resumeFrom']);
@@ -34,7 +34,9 @@ function requestIdOf(raw: RawData): string | undefined {
  * RealtimeWsAdapter): handshake authentication, then one JSON message per frame.
  */
 @WebSocketGateway({ path: '/realtime/ws' })
-export class RealtimeGateway implements OnGatewayConnection, WsConnectionOwner {
+export class RealtimeGateway
+  implements OnGatewayConnection, OnGatewayDisconnect, WsConnectionOwner
+{
   private readonly logger = new Logger(RealtimeGateway.name);
   /** fan-out frames go through the native frame writer */
   readonly nativeWrites: boolean;
@@ -156,6 +158,12 @@ export class RealtimeGateway implements OnGatewayConnection, WsConnectionOwner {
       id,
     );
     return false;
+  }
+
+  /** Nest's disconnect hook: the client socket emitted 'close'. */
+  handleDisconnect(socket: WebSocket): void {
+    const connection = wsConnectionOf(socket);
+    if (connection) this.onClose(connection);
   }
 
   onClose(connection: WsConnection): void {

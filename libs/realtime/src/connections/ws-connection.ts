@@ -22,12 +22,12 @@ function onMessage(this: WebSocket, data: RawData, isBinary: boolean): void {
   const c = (this as unknown as Record<symbol, WsConnection>)[CONNECTION];
   c.owner.onMessage(c, data, isBinary);
 }
-function onClose(this: WebSocket): void {
-  const c = (this as unknown as Record<symbol, WsConnection>)[CONNECTION];
-  c.owner.onClose(c);
-}
 function onPong(this: WebSocket): void {
   (this as unknown as Record<symbol, WsConnection>)[CONNECTION].missedPongs = 0;
+}
+/** The connection of a socket, once the gateway has admitted it. */
+export function wsConnectionOf(socket: WebSocket): WsConnection | undefined {
+  return (socket as unknown as Record<symbol, WsConnection | undefined>)[CONNECTION];
 }
 function onError(): void {
   // the socket closes after an error; 'close' does the cleanup
@@ -66,7 +66,10 @@ export class WsConnection extends Connection {
     super(principal, ability, remote);
     this.tokens = burst;
     (socket as unknown as Record<symbol, WsConnection>)[CONNECTION] = this;
-    socket.on('close', onClose);
+    // No 'close' listener of ours: Nest already keeps one on every client socket for the
+    // gateway's handleDisconnect, which reports the close (owner.onClose). A third listener
+    // beside it and ws's own would grow the socket's listener array to 19 slots, about
+    // 140 bytes per connection.
     socket.on('error', onError);
     socket.on('pong', onPong);
   }
