@@ -15,6 +15,7 @@ describe('loadConfig', () => {
     expect(config.port).toBe(3000);
     expect(config.databaseUrl).toBeUndefined();
     expect(config.demoUsers).toBe(true);
+    expect(config.nativeWrites).toBe(true);
     expect(config.jwt.secret).toHaveLength(64);
     expect(readFileSync(join(dir, 'jwt-secret'), 'utf8')).toBe(config.jwt.secret);
     expect(loadConfig({ DATA_DIR: dir }).jwt.secret).toBe(config.jwt.secret);
@@ -40,6 +41,7 @@ describe('loadConfig', () => {
     ['SQLITE_CHECKPOINT_MS', 'often'],
     ['SQLITE_CHECKPOINT_MS', '-1'],
     ['CHANGE_LOG_PREPARED', 'maybe'],
+    ['NATIVE_WRITES', 'maybe'],
     ['METRICS_EVENT_LOOP_RESOLUTION_MS', '0'],
     ['METRICS_EVENT_LOOP_RESOLUTION_MS', 'fine'],
   ])('fails fast on a bad %s, naming it', (name, value) => {
@@ -61,9 +63,11 @@ describe('loadConfig', () => {
       REDIS_URL: 'redis://h:6379',
       MAX_CONNECTIONS_PER_USER: '7',
       SQLITE_CHECKPOINT_MS: '0',
+      NATIVE_WRITES: 'off',
     });
     expect(config).toMatchObject({
       sqliteCheckpointMs: 0,
+      nativeWrites: false,
       databaseUrl: 'postgres://u@h:5432/db',
       redisUrl: 'redis://h:6379',
       limits: { maxConnectionsPerUser: 7 },

@@ -49,8 +49,9 @@ export class RealtimeGateway
     private readonly audit: AuditService,
     @InjectRealtimeOptions() options: RealtimeModuleOptions,
   ) {
-    this.nativeWrites = (options.nativeWrites ?? true) && nativeFrameWriterLoaded;
-    if ((options.nativeWrites ?? true) && !nativeFrameWriterLoaded) {
+    const wanted = options.nativeWrites ?? true;
+    this.nativeWrites = wanted && nativeFrameWriterLoaded;
+    if (wanted && !nativeFrameWriterLoaded) {
       this.logger.warn(
         `native frame writer not built or not loaded (${nativeFrameWriterStatus}): fan-out writes use fs.writeSync`,
       );

@@ -212,10 +212,10 @@ export class FrameSocket {
    * descriptor (Windows).
    */
   directFd(): number {
-    const socket = this.socket as TcpSocket;
-    if (socket.writableLength !== 0 || !socket._handle || !socket.writable) return -1;
+    if (!this.idle) return -1;
     if (this.fd === undefined) {
-      const fd = socket.encrypted ? undefined : socket._handle.fd;
+      const socket = this.socket as TcpSocket;
+      const fd = socket.encrypted ? undefined : socket._handle?.fd;
       this.fd = typeof fd === 'number' && fd >= 0 ? fd : -1;
     }
     return this.fd;
@@ -306,7 +306,7 @@ function bodySlot(body: Buffer): number {
  * new frame must then follow.
  */
 function batchFd(target: FrameSocket): number {
-  if (target.batchGeneration === batch.generation && batch.count > 0) flushFrameWrites();
+  if (target.inBatch) flushFrameWrites();
   return target.directFd();
 }
 
