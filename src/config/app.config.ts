@@ -42,7 +42,7 @@ const EnvSchema = z.object({
   DEMO_USERS: bool.optional(),
   DEMO_DATA: bool.optional(),
   HEARTBEAT_INTERVAL_MS: int(1000, 600_000).default('30000'),
-  METRICS_EVENT_LOOP_RESOLUTION_MS: int(1, 60_000).default('10'),
+  METRICS_EVENT_LOOP_RESOLUTION_MS: int(1, 60_000).default('100'),
   MAX_CONNECTIONS_PER_USER: int(1, 1_000_000).optional(),
   MAX_SUBSCRIPTIONS_PER_CONNECTION: int(1, 100_000).optional(),
   CONNECTIONS_PER_IP_PER_MINUTE: int(1, 10_000_000).optional(),

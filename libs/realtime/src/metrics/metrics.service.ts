@@ -1,11 +1,15 @@
-import { Injectable } from '@nestjs/common';
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Injectable, OnModuleDestroy } from '@nestjs/common';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { registerDefaultMetrics } from './event-loop-lag';
 import { InjectRealtimeOptions } from '../realtime.module-definition';
 import type { RealtimeModuleOptions } from '../realtime.options';
 
+/** RealtimeModuleOptions.metrics.eventLoopResolutionMs's default */
+export const DEFAULT_EVENT_LOOP_RESOLUTION_MS = 100;
+
 /** The Prometheus metrics of PROTOCOL.md "Metrics", on a registry of our own. */
 @Injectable()
-export class MetricsService {
+export class MetricsService implements OnModuleDestroy {
   readonly registry = new Registry();
   readonly connections = new Gauge({
     name: 'realtime_connections',
@@ -34,6 +38,7 @@ export class MetricsService {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
+  private readonly stopSampling: () => void;
   readonly latency = new Histogram({
     name: 'realtime_delivery_latency_seconds',
     help: 'Commit to frame written',
@@ -44,9 +49,13 @@ export class MetricsService {
   constructor(@InjectRealtimeOptions() options: RealtimeModuleOptions) {
     this.connections.set({ transport: 'websocket' }, 0);
     this.connections.set({ transport: 'sse' }, 0);
-    collectDefaultMetrics({
-      register: this.registry,
-      eventLoopMonitoringPrecision: options.metrics?.eventLoopResolutionMs ?? 10,
-    });
+    this.stopSampling = registerDefaultMetrics(
+      this.registry,
+      options.metrics?.eventLoopResolutionMs ?? DEFAULT_EVENT_LOOP_RESOLUTION_MS,
+    );
+  }
+
+  onModuleDestroy(): void {
+    this.stopSampling();
   }
 }
