@@ -301,10 +301,7 @@ export class DocumentService<T extends ObjectLiteral & { id: string; version: nu
           );
         }
         await this.config.validateReferences?.(patch as Partial<T>, repo);
-        // SQLite: change capture has set the version and update date the UPDATE writes on
-        // `next` already, so TypeORM's read-back SELECT of them is not needed; PostgreSQL
-        // returns them with the UPDATE
-        return repo.save(next, { reload: !this.transactions.isSerial });
+        return repo.save(next);
       },
       { actor: principal },
     );

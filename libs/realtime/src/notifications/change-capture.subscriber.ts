@@ -227,37 +227,10 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     const collection = this.registry.forMetadata(event.metadata);
     if (!collection) return;
     if (!event.databaseEntity) return this.refuse(collection, 'update');
-    if (!this.postgres) return this.stampBookkeeping(collection, event);
     // the UPDATE of a versioned entity bumps the version: afterUpdate tells from it whether
     // the row save() loaded was still the committed one, and reads the row only if not
     if (collection.versionField) return;
     return this.lockRow(event.queryRunner, collection, event.databaseEntity, event.entity);
-  }
-
-  /**
-   * SQLite: the version and update date this UPDATE writes, set on the entity now instead
-   * of by the statement (`version + 1`, `CURRENT_TIMESTAMP`). Writers take turns there, so
-   * the row save() loaded in this transaction is the current one and its version plus one
-   * is exactly what the database would have made. The saved entity then holds every value
-   * the UPDATE wrote, and `save(entity, { reload: false })` can skip TypeORM's read-back
-   * `SELECT` of those two columns (SQLite has no `RETURNING` in TypeORM; PostgreSQL's
-   * UPDATE returns them, so this is SQLite only). TypeORM recomputes the changed columns
-   * after the before-update listeners, and calls them only when something changed, so an
-   * unchanged entity still writes nothing. Values the caller set are kept.
-   */
-  private stampBookkeeping(collection: RegisteredCollection, event: UpdateEvent<object>): void {
-    const entity = event.entity;
-    const loaded = event.databaseEntity;
-    if (!entity) return;
-    const { versionColumn, updateDateColumn } = collection.metadata;
-    const set = event.updatedColumns;
-    if (versionColumn && !set.includes(versionColumn)) {
-      const version = versionOf(versionColumn.getEntityValue(loaded));
-      if (version !== null) versionColumn.setEntityValue(entity, version + 1);
-    }
-    if (updateDateColumn && !set.includes(updateDateColumn)) {
-      updateDateColumn.setEntityValue(entity, new Date());
-    }
   }
 
   beforeRemove(event: RemoveEvent<object>): Promise<void> | void {
