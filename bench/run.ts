@@ -95,32 +95,43 @@ const CONFIG = QUICK
       fanoutBudgetMs: 7.5 * 60_000,
       budgetMs: 9.5 * 60_000,
     };
-if (process.env.BENCH_N)
-  CONFIG.ns = process.env.BENCH_N.split(',')
-    .map(Number)
-    .filter((n) => n > 0);
-if (process.env.BENCH_CONCURRENCY) CONFIG.concurrency = Number(process.env.BENCH_CONCURRENCY);
-/** A whole number from the environment that is a multiple of `step`; undefined when unset. */
-function envCount(name: string, step = 1): number | undefined {
-  const text = process.env[name];
-  if (text === undefined || text === '') return undefined;
+/** `text` as a whole number that is a multiple of `step`; exits with a message otherwise. */
+function count(name: string, text: string, step = 1): number {
   const n = Number(text);
   if (!Number.isInteger(n) || n < step || n % step !== 0) {
     console.error(
-      `${name}=${text}: must be a whole number${step > 1 ? ` of blocks of ${step} (${step}, ${2 * step}, …)` : ' above 0'}`,
+      `${name}=${process.env[name]}: ${text === process.env[name] ? '' : `"${text}" `}must be a whole number${step > 1 ? ` of blocks of ${step} (${step}, ${2 * step}, …)` : ' above 0'}`,
     );
     process.exit(2);
   }
   return n;
 }
+/** A whole number from the environment that is a multiple of `step`; undefined when unset. */
+function envCount(name: string, step = 1): number | undefined {
+  const text = process.env[name];
+  if (text === undefined || text === '') return undefined;
+  return count(name, text, step);
+}
+if (process.env.BENCH_N) {
+  CONFIG.ns = process.env.BENCH_N.split(',').map((part) => count('BENCH_N', part.trim()));
+}
+CONFIG.concurrency = envCount('BENCH_CONCURRENCY') ?? CONFIG.concurrency;
 // more paced changes: a longer window for a profile, or a steadier figure for an A/B
 CONFIG.paced.changes = envCount('BENCH_PACED_CHANGES') ?? CONFIG.paced.changes;
 // a shorter or longer warm-up (whole blocks), e.g. to compare against the earlier 2 000
 CONFIG.warmPublishes = envCount('BENCH_WARM_PUBLISHES', CONFIG.warmBlock) ?? CONFIG.warmPublishes;
 
-const TARGETS: Target[] = [bareWsTarget, socketIoTarget, nchanTarget, oursTarget].filter(
-  (t) => !process.env.BENCH_TARGETS || process.env.BENCH_TARGETS.split(',').includes(t.name),
-);
+const ALL_TARGETS: Target[] = [bareWsTarget, socketIoTarget, nchanTarget, oursTarget];
+const wanted = process.env.BENCH_TARGETS?.split(',').map((name) => name.trim());
+for (const name of wanted ?? []) {
+  if (!ALL_TARGETS.some((t) => t.name === name)) {
+    console.error(
+      `BENCH_TARGETS=${process.env.BENCH_TARGETS}: no target "${name}" (${ALL_TARGETS.map((t) => t.name).join(', ')})`,
+    );
+    process.exit(2);
+  }
+}
+const TARGETS = ALL_TARGETS.filter((t) => !wanted || wanted.includes(t.name));
 const COLORS: Record<string, string> = {
   ws: '#1f77b4',
   socketio: '#ff7f0e',
