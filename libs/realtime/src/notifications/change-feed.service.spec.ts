@@ -18,21 +18,23 @@ const change = (seq: number): ChangeRecord => ({
 });
 
 /** The change log as the feed sees it: a head, and what a range read would find. */
-function fakeLog(committed: ChangeRecord[]) {
+function fakeLog(committed: ChangeRecord[], failures = 0) {
   const reads: [number, number][] = [];
+  let failing = failures;
   const log = {
     head: async () => 0,
     range: async (after: number, before: number) => {
       reads.push([after, before]);
+      if (failing-- > 0) throw new Error('database unavailable');
       return committed.filter((c) => Number(c.seq) > after && Number(c.seq) < before);
     },
   };
   return { log: log as unknown as ChangeLogService, reads };
 }
 
-async function startFeed(committed: ChangeRecord[]) {
+async function startFeed(committed: ChangeRecord[], failures = 0) {
   const bus = new InProcessChangeBus();
-  const { log, reads } = fakeLog(committed);
+  const { log, reads } = fakeLog(committed, failures);
   const feed = new ChangeFeedService(bus, log);
   const delivered: string[] = [];
   feed.onChanges((changes) => delivered.push(...changes.map((c) => c.seq)));
@@ -68,5 +70,21 @@ describe('ChangeFeedService', () => {
     bus.publish([change(4)]);
     await settle();
     expect(delivered).toEqual(['1', '3', '4']);
+  });
+
+  it('a log read that fails is retried 100 ms later, with nothing else to trigger it', async () => {
+    // seq 1 committed but its message was lost, and the first read of the gap fails
+    const { bus, delivered, reads } = await startFeed([change(1)], 1);
+    bus.publish([change(2)]);
+    await settle();
+    expect(reads).toEqual([[0, 2]]);
+    expect(delivered).toEqual([]); // 2 waits behind the gap
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    await settle();
+    expect(reads).toEqual([
+      [0, 2],
+      [0, 2],
+    ]);
+    expect(delivered).toEqual(['1', '2']);
   });
 });
