@@ -1,26 +1,6 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { collectDefaultMetrics, Gauge, type Registry } from 'prom-client';
 
-/**
- * prom-client's default metrics other than its event-loop delay ones (prom-client 15's
- * modules, by file name): its event-loop module samples every 10 ms, which is most of an
- * idle server's CPU, and reports raw intervals (see registerEventLoopLag).
- */
-const DEFAULT_METRICS_BUT_LAG = [
-  'processCpuTotal',
-  'processStartTime',
-  'osMemoryHeap',
-  'processOpenFileDescriptors',
-  'processMaxFileDescriptors',
-  'processResources',
-  'processHandles',
-  'processRequests',
-  'heapSizeAndUsed',
-  'heapSpacesSizeAndUsed',
-  'version',
-  'gc',
-];
-
 type DefaultMetric = (registry: Registry, config: object) => void;
 
 /**
@@ -29,10 +9,10 @@ type DefaultMetric = (registry: Registry, config: object) => void;
  * its modules, prom-client's own set is registered instead, sampling every `resolutionMs`.
  */
 export function registerDefaultMetrics(registry: Registry, resolutionMs: number): () => void {
-  // processResources exists where process.getActiveResourcesInfo does (as prom-client checks)
-  const names = DEFAULT_METRICS_BUT_LAG.filter(
-    (name) => name !== 'processResources' || typeof process.getActiveResourcesInfo === 'function',
-  );
+  // prom-client's own list of its default metric modules (by file name), which already
+  // leaves out those this Node lacks; its event-loop module samples every 10 ms and reports
+  // raw intervals (see registerEventLoopLag)
+  const names = collectDefaultMetrics.metricsList.filter((name) => name !== 'eventLoopLag');
   let modules: DefaultMetric[];
   try {
     modules = names.map(
@@ -69,8 +49,35 @@ export function registerEventLoopLag(registry: Registry, resolutionMs: number): 
   histogram.enable();
   const offsetNs = resolutionMs * 1e6;
   const late = (ns: number) => Math.max(0, ns - offsetNs) / 1e9;
-  const gauge = (name: string, help: string, aggregator: 'average' | 'min' | 'max') =>
-    new Gauge({ name, help, registers: [registry], aggregator });
+  // prom-client's names, help texts and aggregators, each with its figure of the histogram
+  type Histogram = typeof histogram;
+  const figures: (readonly [
+    string,
+    string,
+    'average' | 'min' | 'max',
+    (h: Histogram) => number,
+  ])[] = [
+    ['min', 'The minimum recorded event loop delay.', 'min', (h) => late(h.min)],
+    ['max', 'The maximum recorded event loop delay.', 'max', (h) => late(h.max)],
+    ['mean', 'The mean of the recorded event loop delays.', 'average', (h) => late(h.mean)],
+    [
+      'stddev',
+      'The standard deviation of the recorded event loop delays.',
+      'average',
+      (h) => h.stddev / 1e9,
+    ],
+    ...[50, 90, 99].map(
+      (p) =>
+        [
+          `p${p}`,
+          `The ${p}th percentile of the recorded event loop delays.`,
+          'average',
+          (h: Histogram) => late(h.percentile(p)),
+        ] as const,
+    ),
+  ];
+  // registered first: a scrape reads the metrics in order, and this one's collect sets the
+  // others
   const lag: Gauge = new Gauge({
     name: 'nodejs_eventloop_lag_seconds',
     help: 'Lag of event loop in seconds.',
@@ -80,50 +87,18 @@ export function registerEventLoopLag(registry: Registry, resolutionMs: number): 
       const start = process.hrtime.bigint();
       setImmediate(() => lag.set(Number(process.hrtime.bigint() - start) / 1e9));
       if (histogram.count === 0) return;
-      min.set(late(histogram.min));
-      max.set(late(histogram.max));
-      mean.set(late(histogram.mean));
-      stddev.set(histogram.stddev / 1e9);
-      p50.set(late(histogram.percentile(50)));
-      p90.set(late(histogram.percentile(90)));
-      p99.set(late(histogram.percentile(99)));
+      for (const { gauge, read } of gauges) gauge.set(read(histogram));
       histogram.reset();
     },
   });
-  const min = gauge(
-    'nodejs_eventloop_lag_min_seconds',
-    'The minimum recorded event loop delay.',
-    'min',
-  );
-  const max = gauge(
-    'nodejs_eventloop_lag_max_seconds',
-    'The maximum recorded event loop delay.',
-    'max',
-  );
-  const mean = gauge(
-    'nodejs_eventloop_lag_mean_seconds',
-    'The mean of the recorded event loop delays.',
-    'average',
-  );
-  const stddev = gauge(
-    'nodejs_eventloop_lag_stddev_seconds',
-    'The standard deviation of the recorded event loop delays.',
-    'average',
-  );
-  const p50 = gauge(
-    'nodejs_eventloop_lag_p50_seconds',
-    'The 50th percentile of the recorded event loop delays.',
-    'average',
-  );
-  const p90 = gauge(
-    'nodejs_eventloop_lag_p90_seconds',
-    'The 90th percentile of the recorded event loop delays.',
-    'average',
-  );
-  const p99 = gauge(
-    'nodejs_eventloop_lag_p99_seconds',
-    'The 99th percentile of the recorded event loop delays.',
-    'average',
-  );
+  const gauges = figures.map(([name, help, aggregator, read]) => ({
+    gauge: new Gauge({
+      name: `nodejs_eventloop_lag_${name}_seconds`,
+      help,
+      registers: [registry],
+      aggregator,
+    }),
+    read,
+  }));
   return () => histogram.disable();
 }
