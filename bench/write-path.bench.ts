@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
 import { DataSource, Repository } from 'typeorm';
-import { SubscriptionsService, TransactionRunner } from '@app/realtime';
+import { EntityWriter, SubscriptionsService, TransactionRunner } from '@app/realtime';
 import type { SubscriptionSink } from '@app/realtime';
 import { createApp } from '../src/app.factory';
 import { loadConfig } from '../src/config/app.config';
@@ -41,13 +41,15 @@ interface Row {
   writers: number;
   bare: number;
   pipeline: number;
-  cpu: { bare: Cpu; pipeline: Cpu; variant?: Cpu };
+  cpu: { bare: Cpu; pipeline: Cpu; variant?: Cpu; writer?: Cpu };
   /**
    * The pipeline's variant: SQLite with SQLite's own in-line checkpoints
    * (SQLITE_CHECKPOINT_MS=0); PostgreSQL without the prepared log INSERT
    * (CHANGE_LOG_PREPARED=false)
    */
   variant?: number;
+  /** the pipeline writing through EntityWriter (findOne + update) instead of findOne + save */
+  writer?: number;
 }
 
 async function freshPg(): Promise<{ url: string; drop: () => Promise<void> } | null> {
@@ -192,7 +194,22 @@ async function bare(
   };
 }
 
-async function pipeline(env: Record<string, string>, writers: number): Promise<Side> {
+/** The same write through EntityWriter: one SELECT and one UPDATE, no save() */
+const writerUpdate = async (
+  writer: EntityWriter,
+  manager: DataSource['manager'],
+  id: string,
+  i: number,
+) => {
+  const task = (await writer.findOne(manager, Task, id, { lock: true })) as Task;
+  await writer.update(manager, task, { title: `w${i}-${++written}` });
+};
+
+async function pipeline(
+  env: Record<string, string>,
+  writers: number,
+  how: 'save' | 'writer' = 'save',
+): Promise<Side> {
   const app = await createApp(
     loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'error', JWT_SECRET: 'x'.repeat(32), ...env }),
   );
@@ -217,8 +234,12 @@ async function pipeline(env: Record<string, string>, writers: number): Promise<S
   };
   await app.get(SubscriptionsService).subscribe(sink, { collection: 'tasks' });
   const tx = app.get(TransactionRunner);
+  const writer = app.get(EntityWriter);
   return {
-    write: (w) => tx.transaction((m) => update(m, ids[w], w)),
+    write: (w) =>
+      tx.transaction((m) =>
+        how === 'writer' ? writerUpdate(writer, m, ids[w], w) : update(m, ids[w], w),
+      ),
     close: async () => {
       await app.close();
       // subscription_created is one frame: the changes must have added many more
@@ -247,9 +268,11 @@ async function main(): Promise<void> {
       { DATA_DIR: join(dir, 'inline'), SQLITE_CHECKPOINT_MS: '0' },
       writers,
     );
-    const [bs, ps, is] = await compare([bareSide, pipelineSide, inlineSide], writers);
+    const writerSide = await pipeline({ DATA_DIR: join(dir, 'writer') }, writers, 'writer');
+    const sides = [bareSide, pipelineSide, inlineSide, writerSide];
+    const [bs, ps, is, ws] = await compare(sides, writers);
     const [b, p, inline] = [bs.rate, ps.rate, is.rate];
-    for (const side of [bareSide, pipelineSide, inlineSide]) await side.close();
+    for (const side of sides) await side.close();
     rmSync(dir, { recursive: true, force: true });
     rows.push({
       db: 'sqlite',
@@ -257,23 +280,24 @@ async function main(): Promise<void> {
       bare: b,
       pipeline: p,
       variant: inline,
-      cpu: { bare: bs.cpu, pipeline: ps.cpu, variant: is.cpu },
+      writer: ws.rate,
+      cpu: { bare: bs.cpu, pipeline: ps.cpu, variant: is.cpu, writer: ws.cpu },
     });
     console.log(
-      `sqlite     writers=${writers}: bare ${b.toFixed(0)}/s, pipeline ${p.toFixed(0)}/s (${(p / b).toFixed(2)}×), in-line checkpoints ${inline.toFixed(0)}/s (${(inline / b).toFixed(2)}×)`,
+      `sqlite     writers=${writers}: bare ${b.toFixed(0)}/s, pipeline ${p.toFixed(0)}/s (${(p / b).toFixed(2)}×), in-line checkpoints ${inline.toFixed(0)}/s (${(inline / b).toFixed(2)}×), EntityWriter ${ws.rate.toFixed(0)}/s (${(ws.rate / b).toFixed(2)}×)`,
     );
   }
   for (const writers of [1, 8]) {
     // every database made is dropped again, whatever fails after it
     const made: { url: string; drop: () => Promise<void> }[] = [];
     try {
-      for (let i = 0; i < 3; i++) {
+      for (let i = 0; i < 4; i++) {
         const db = await freshPg();
         if (!db) break;
         made.push(db);
       }
-      if (made.length < 3) break;
-      const [a, c, d] = made.map((db) => db.url);
+      if (made.length < 4) break;
+      const [a, c, d, e] = made.map((db) => db.url);
       const { Init1764400000000 } = await import('../src/database/migrations/1764400000000-Init');
       const bareSide = await bare(
         {
@@ -286,19 +310,22 @@ async function main(): Promise<void> {
       );
       const pipelineSide = await pipeline({ DATABASE_URL: c }, writers);
       const unprepared = await pipeline({ DATABASE_URL: d, CHANGE_LOG_PREPARED: 'false' }, writers);
-      const [bs, ps, vs] = await compare([bareSide, pipelineSide, unprepared], writers, true);
+      const writerSide = await pipeline({ DATABASE_URL: e }, writers, 'writer');
+      const sides = [bareSide, pipelineSide, unprepared, writerSide];
+      const [bs, ps, vs, ws] = await compare(sides, writers, true);
       const [b, p, u] = [bs.rate, ps.rate, vs.rate];
-      for (const side of [bareSide, pipelineSide, unprepared]) await side.close();
+      for (const side of sides) await side.close();
       rows.push({
         db: 'postgres',
         writers,
         bare: b,
         pipeline: p,
         variant: u,
-        cpu: { bare: bs.cpu, pipeline: ps.cpu, variant: vs.cpu },
+        writer: ws.rate,
+        cpu: { bare: bs.cpu, pipeline: ps.cpu, variant: vs.cpu, writer: ws.cpu },
       });
       console.log(
-        `postgres   writers=${writers}: bare ${b.toFixed(0)}/s, pipeline ${p.toFixed(0)}/s (${(p / b).toFixed(2)}×), log INSERT not prepared ${u.toFixed(0)}/s (${(u / b).toFixed(2)}×)`,
+        `postgres   writers=${writers}: bare ${b.toFixed(0)}/s, pipeline ${p.toFixed(0)}/s (${(p / b).toFixed(2)}×), log INSERT not prepared ${u.toFixed(0)}/s (${(u / b).toFixed(2)}×), EntityWriter ${ws.rate.toFixed(0)}/s (${(ws.rate / b).toFixed(2)}×)`,
       );
     } finally {
       for (const db of made) {
@@ -310,27 +337,31 @@ async function main(): Promise<void> {
   }
   console.log('\nwrite path: committed writes/s (load + modify + save in a transaction)');
   console.log(
-    '| database | writers | bare ORM | whole pipeline | ratio | variant: SQLite in-line checkpoints, PostgreSQL log INSERT not prepared | ratio |',
+    '| database | writers | bare ORM | whole pipeline | ratio | variant: SQLite in-line checkpoints, PostgreSQL log INSERT not prepared | ratio | pipeline through EntityWriter | ratio |',
   );
-  console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const r of rows) {
     const variant =
       r.variant === undefined
         ? '– | –'
         : `${r.variant.toFixed(0)} | ${(r.variant / r.bare).toFixed(2)}×`;
+    const writer =
+      r.writer === undefined
+        ? '– | –'
+        : `${r.writer.toFixed(0)} | ${(r.writer / r.bare).toFixed(2)}×`;
     console.log(
-      `| ${r.db} | ${r.writers} | ${r.bare.toFixed(0)} | ${r.pipeline.toFixed(0)} | ${(r.pipeline / r.bare).toFixed(2)}× | ${variant} |`,
+      `| ${r.db} | ${r.writers} | ${r.bare.toFixed(0)} | ${r.pipeline.toFixed(0)} | ${(r.pipeline / r.bare).toFixed(2)}× | ${variant} | ${writer} |`,
     );
   }
   console.log('\nCPU per committed write, µs: this process (both sides run in it), PostgreSQL');
   console.log(
-    '| database | writers | bare: node | pipeline: node | variant: node | bare: PostgreSQL | pipeline: PostgreSQL | variant: PostgreSQL |',
+    '| database | writers | bare: node | pipeline: node | variant: node | EntityWriter: node | bare: PostgreSQL | pipeline: PostgreSQL | variant: PostgreSQL | EntityWriter: PostgreSQL |',
   );
-  console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const r of rows) {
-    const { bare: b, pipeline: p, variant: v } = r.cpu;
+    const { bare: b, pipeline: p, variant: v, writer: w } = r.cpu;
     console.log(
-      `| ${r.db} | ${r.writers} | ${us(b.node)} | ${us(p.node)} | ${us(v?.node)} | ${us(b.pg)} | ${us(p.pg)} | ${us(v?.pg)} |`,
+      `| ${r.db} | ${r.writers} | ${us(b.node)} | ${us(p.node)} | ${us(v?.node)} | ${us(w?.node)} | ${us(b.pg)} | ${us(p.pg)} | ${us(v?.pg)} | ${us(w?.pg)} |`,
     );
   }
   console.log(`WRITE_PATH_JSON ${JSON.stringify(rows)}`);

@@ -6,6 +6,7 @@ import { FindOptionsWhere, MoreThan, ObjectLiteral, QueryFailedError, Repository
 import {
   canOnDoc,
   CollectionRegistry,
+  EntityWriter,
   ForbiddenError,
   NotFoundError,
   pickFields,
@@ -102,6 +103,7 @@ export class DocumentService<T extends ObjectLiteral & { id: string; version: nu
     private readonly repo: Repository<T>,
     private readonly transactions: TransactionRunner,
     private readonly registry: CollectionRegistry,
+    private readonly writer: EntityWriter,
     private readonly config: DocumentServiceConfig<T>,
   ) {}
 
@@ -150,8 +152,8 @@ export class DocumentService<T extends ObjectLiteral & { id: string; version: nu
   /**
    * `forUpdate` (inside a write transaction): locks the row until commit on PostgreSQL, so
    * that concurrent writes of one document take turns. Without it both would read the same
-   * version, both pass the `version` check, and the later save would write back the stale
-   * `version` it read (TypeORM saves every column that differs from what it loads).
+   * version and pass the `version` check; the later one's EntityWriter.update would then
+   * fail with StaleEntityError (a 500) instead of answering 409 with the current document.
    * SQLite needs no lock: the TransactionRunner runs its transactions one at a time.
    */
   private async findReadable(
@@ -161,9 +163,7 @@ export class DocumentService<T extends ObjectLiteral & { id: string; version: nu
     forUpdate = false,
   ): Promise<T> {
     if (!UUID.test(id)) throw new NotFoundError(`no ${this.config.collection} document ${id}`);
-    const lock =
-      forUpdate && !this.transactions.isSerial ? { mode: 'pessimistic_write' as const } : undefined;
-    const row = await repo.findOne({ where: { id } as FindOptionsWhere<T>, lock });
+    const row = await this.writer.findOne(repo.manager, this.repo.target, id, { lock: forUpdate });
     if (!row || !canOnDoc(ability, 'read', this.config.collection, this.toDoc(row))) {
       throw new NotFoundError(`no ${this.config.collection} document ${id}`);
     }
@@ -294,14 +294,13 @@ export class DocumentService<T extends ObjectLiteral & { id: string; version: nu
         if (version !== undefined && version !== current.version) {
           throw new RawBodyHttpException(this.present(ability, current), HttpStatus.CONFLICT);
         }
-        const next = repo.merge(repo.create({ ...current }), patch as never);
-        if (!canOnDoc(ability, 'update', collection, this.toDoc(next))) {
+        if (!canOnDoc(ability, 'update', collection, this.toDoc({ ...current, ...patch }))) {
           throw new ForbiddenError(
             `not permitted to make ${collection} document ${id} what the patch asks`,
           );
         }
         await this.config.validateReferences?.(patch as Partial<T>, repo);
-        return repo.save(next);
+        return this.writer.update(manager, current, patch as Partial<T>);
       },
       { actor: principal },
     );

@@ -1,7 +1,12 @@
 import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import type { Repository } from 'typeorm';
-import { CollectionRegistry, TransactionRunner, ValidationError } from '@app/realtime';
+import {
+  CollectionRegistry,
+  EntityWriter,
+  TransactionRunner,
+  ValidationError,
+} from '@app/realtime';
 import { DocumentService, ownedInOwnDepartment } from '../common/document.service';
 import { Project } from '../projects/project.entity';
 import { Task } from './task.entity';
@@ -14,8 +19,9 @@ export class TasksService extends DocumentService<Task> {
     @InjectRepository(Project) projects: Repository<Project>,
     transactions: TransactionRunner,
     registry: CollectionRegistry,
+    writer: EntityWriter,
   ) {
-    super(repo, transactions, registry, {
+    super(repo, transactions, registry, writer, {
       collection: 'tasks',
       create: CreateTask as never,
       patch: PatchTask as never,

@@ -29,6 +29,7 @@ export { CollectionRegistry } from './notifications/collection-registry';
 export { SqliteCheckpointer } from './notifications/sqlite-checkpointer';
 export type { CheckpointReport } from './notifications/sqlite-checkpointer';
 export { TransactionRunner } from './notifications/transaction-runner';
+export { EntityWriter, StaleEntityError } from './notifications/entity-writer';
 export type { TransactionOptions } from './notifications/transaction-runner';
 export { SubscriptionsService } from './subscriptions/subscriptions.service';
 export type { SubscriptionSink } from './subscriptions/subscription-sink';

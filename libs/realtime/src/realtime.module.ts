@@ -18,6 +18,7 @@ import { ChangeFeedService } from './notifications/change-feed.service';
 import { ChangeLogEntry } from './notifications/change-log.entity';
 import { ChangeLogService } from './notifications/change-log.service';
 import { CollectionRegistry } from './notifications/collection-registry';
+import { EntityWriter } from './notifications/entity-writer';
 import { InProcessChangeBus } from './notifications/in-process-change-bus';
 import { RedisChangeBus } from './notifications/redis-change-bus';
 import { SqliteCheckpointer } from './notifications/sqlite-checkpointer';
@@ -64,6 +65,7 @@ export const REALTIME_ENTITIES = [AuditLog, ChangeLogEntry];
     CollectionRegistry,
     ChangeLogService,
     ChangeCaptureSubscriber,
+    EntityWriter,
     ChangeFeedService,
     SqliteCheckpointer,
     SubscriptionsService,
@@ -79,6 +81,7 @@ export const REALTIME_ENTITIES = [AuditLog, ChangeLogEntry];
     AuditService,
     MetricsService,
     TransactionRunner,
+    EntityWriter,
     CollectionRegistry,
     ChangeLogService,
     ChangeFeedService,

@@ -22,6 +22,7 @@ import type { ChangeBus } from './change-bus';
 import { CollectionRegistry, RegisteredCollection } from './collection-registry';
 import { actorOf } from './transaction-runner';
 import { PreparedSqlite } from '../common/sqlite-handle';
+import { readsPlainly, tableOf } from './plain-sql';
 
 /** A transaction's captured changes, kept until it commits (logged, then published) or rolls back (dropped). */
 interface TxBuffer {
@@ -300,6 +301,19 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     return this.capture(event.queryRunner, collection, 'update', current, after);
   }
 
+  /**
+   * An UPDATE that EntityWriter made without TypeORM's persistence (so without the events
+   * above): `before` is the row it wrote over, `after` the row it left.
+   */
+  captureUpdate(
+    runner: QueryRunner,
+    collection: RegisteredCollection,
+    before: Doc,
+    after: Doc,
+  ): Promise<void> | void {
+    return this.capture(runner, collection, 'update', before, after);
+  }
+
   afterRemove(event: RemoveEvent<object>): Promise<void> | void {
     return this.captureDelete(event);
   }
@@ -526,24 +540,8 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     if (sql !== undefined) return sql;
     const metadata = collection.metadata;
     const driver = this.dataSource.driver;
-    // find() skips soft-deleted rows and unselected columns, and reads some columns through
-    // an expression (spatial types, virtual properties): such entities keep using it
-    const plain =
-      !metadata.deleteDateColumn &&
-      metadata.primaryColumns.length > 0 &&
-      metadata.primaryColumns.every((c) => !c.relationMetadata && !c.embeddedMetadata) &&
-      metadata.columns.every(
-        (c) =>
-          !c.isVirtual &&
-          !c.isVirtualProperty &&
-          c.isSelect !== false &&
-          !['geometry', 'geography'].includes(String(c.type)),
-      );
-    sql = plain
-      ? `SELECT * FROM ${metadata.tablePath
-          .split('.')
-          .map((part) => driver.escape(part))
-          .join('.')} WHERE ${metadata.primaryColumns
+    sql = readsPlainly(metadata)
+      ? `SELECT * FROM ${tableOf(metadata, driver)} WHERE ${metadata.primaryColumns
           .map((c, i) => `${driver.escape(c.databaseName)} = $${i + 1}`)
           .join(' AND ')} FOR UPDATE`
       : null;
