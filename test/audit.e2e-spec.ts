@@ -1,5 +1,7 @@
-import { AuditService } from '@app/realtime';
+import { DataSource } from 'typeorm';
+import { AuditLog, AuditService } from '@app/realtime';
 import { describeEachDb, startTestApp, TestApp, USERS } from './utils/app';
+import { waitFor } from './utils/wait';
 import { WsClient } from './utils/ws-client';
 
 /** One entry the database refuses must not hold back the audit log. */
@@ -27,5 +29,22 @@ describeEachDb('audit log resilience', (db) => {
     expect(r.status).toBe(200);
     const agents = r.body.items.map((x: any) => x.userAgent);
     expect(agents).toEqual(expect.arrayContaining(['marker-1', 'marker-2']));
+  });
+
+  it('entries are stored by the flush timer, with no flush call, each time the server records some', async () => {
+    const stored = (agent: string) =>
+      waitFor(
+        async () =>
+          (await t.app.get(DataSource).getRepository(AuditLog).countBy({ userAgent: agent })) > 0,
+        `the audit entry of ${agent} in the database`,
+      );
+    // the timer runs only while entries wait: each entry after a quiet spell arms it again
+    for (const agent of ['timer-1', 'timer-2']) {
+      await t.api(null, 'GET', '/api/tasks', undefined, {
+        authorization: 'Bearer nope',
+        'user-agent': agent,
+      });
+      await stored(agent);
+    }
   });
 });

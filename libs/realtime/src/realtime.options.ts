@@ -120,7 +120,7 @@ export interface RealtimeModuleOptions {
    */
   sqliteCheckpoint?: false | { intervalMs?: number };
   audit?: {
-    /** @default 1000 */
+    /** how long a recorded entry may wait for its batch (no timer runs while none waits) @default 1000 */
     flushIntervalMs?: number;
     /** @default 500 */
     maxBatch?: number;

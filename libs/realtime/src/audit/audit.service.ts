@@ -1,4 +1,4 @@
-import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
+import { Injectable, Logger, OnApplicationShutdown } from '@nestjs/common';
 import { InjectDataSource, InjectRepository } from '@nestjs/typeorm';
 import type { DataSource, Repository } from 'typeorm';
 import { PreparedSqlite } from '../common/sqlite-handle';
@@ -61,10 +61,11 @@ export interface AuditEntry {
 /**
  * Records audit entries off the request path: `record()` only buffers; a timer and a full
  * buffer flush in batches, and shutdown flushes what is left, so a graceful stop loses
- * nothing. A failed flush keeps its entries for the next one.
+ * nothing. A failed flush keeps its entries for the next one. The timer runs only while
+ * entries wait: an idle server is not woken every second for nothing.
  */
 @Injectable()
-export class AuditService implements OnModuleInit, OnApplicationShutdown {
+export class AuditService implements OnApplicationShutdown {
   private readonly logger = new Logger(AuditService.name);
   private buffer: AuditLog[] = [];
   private timer?: NodeJS.Timeout;
@@ -84,14 +85,20 @@ export class AuditService implements OnModuleInit, OnApplicationShutdown {
     this.sqliteInsert = new PreparedSqlite(dataSource, SQLITE_INSERT);
   }
 
-  onModuleInit(): void {
-    this.timer = setInterval(() => void this.flush(), this.flushIntervalMs);
-    this.timer.unref();
+  async onApplicationShutdown(): Promise<void> {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.flush();
   }
 
-  async onApplicationShutdown(): Promise<void> {
-    clearInterval(this.timer);
-    await this.flush();
+  /** Flushes within flushIntervalMs, unless a flush is due already. */
+  private schedule(): void {
+    if (this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.flush();
+    }, this.flushIntervalMs);
+    this.timer.unref();
   }
 
   record(entry: AuditEntry): void {
@@ -107,6 +114,7 @@ export class AuditService implements OnModuleInit, OnApplicationShutdown {
     row.createdAt = new Date().toISOString();
     this.buffer.push(row);
     if (this.buffer.length >= this.maxBatch) void this.flush();
+    else this.schedule();
   }
 
   /**
@@ -178,6 +186,7 @@ export class AuditService implements OnModuleInit, OnApplicationShutdown {
             // the database itself is failing: keep everything for the next flush
             this.buffer.unshift(...batch);
             this.logger.error(`audit flush failed, will retry: ${(e as Error).message}`);
+            this.schedule();
             return;
           }
         }

@@ -22,6 +22,9 @@ import type { Connection } from './connection';
  * attempts per IP), token expiry, heartbeats, back-pressure drops, and the orderly end of
  * everything at shutdown. Releasing a connection removes every subscription and timer.
  */
+/** Longest expiry timer: past it the sweep just arms again (setTimeout caps at ~24.8 days). */
+const MAX_EXPIRY_DELAY_MS = 3_600_000;
+
 @Injectable()
 export class ConnectionRegistry
   implements OnModuleInit, OnModuleDestroy, BeforeApplicationShutdown
@@ -33,11 +36,14 @@ export class ConnectionRegistry
   private heartbeatTimer?: NodeJS.Timeout;
   /**
    * Token expiries, bucketed by the second: one timer for all connections instead of one
-   * each (a timer per connection costs memory and, with distinct delays, a timer list each).
+   * each (a timer per connection costs memory and, with distinct delays, a timer list
+   * each). The timer is armed for the earliest bucket only, so a server whose tokens
+   * expire in hours is not woken several times a second to look.
    */
   private readonly expiries = new Map<number, Set<Connection>>();
   private expiryTimer?: NodeJS.Timeout;
-  private sweptUpTo = Math.floor(Date.now() / 1000);
+  /** the second the expiry timer is armed for (Infinity: not armed) */
+  private expiryDue = Infinity;
   readonly limits: RealtimeLimits;
   readonly heartbeatIntervalMs: number;
 
@@ -55,13 +61,12 @@ export class ConnectionRegistry
   onModuleInit(): void {
     this.heartbeatTimer = setInterval(() => this.beat(), this.heartbeatIntervalMs);
     this.heartbeatTimer.unref();
-    this.expiryTimer = setInterval(() => this.sweepExpiries(), 250);
-    this.expiryTimer.unref();
   }
 
   onModuleDestroy(): void {
     clearInterval(this.heartbeatTimer);
-    clearInterval(this.expiryTimer);
+    clearTimeout(this.expiryTimer);
+    this.expiryDue = Infinity;
     this.attempts.onApplicationShutdown();
   }
 
@@ -168,7 +173,7 @@ export class ConnectionRegistry
 
   private scheduleExpiry(connection: Connection): void {
     this.unscheduleExpiry(connection);
-    const second = Math.max(connection.principal.exp, this.sweptUpTo + 1);
+    const second = connection.principal.exp;
     let bucket = this.expiries.get(second);
     if (!bucket) {
       bucket = new Set();
@@ -176,6 +181,16 @@ export class ConnectionRegistry
     }
     bucket.add(connection);
     connection.expiresAtSecond = second;
+    if (second < this.expiryDue) this.armExpiry(second);
+  }
+
+  /** Sweeps at the start of `second` (or in an hour, to look again: timers cap their delay). */
+  private armExpiry(second: number): void {
+    clearTimeout(this.expiryTimer);
+    this.expiryDue = second;
+    const delay = Math.min(Math.max(second * 1000 - Date.now(), 0), MAX_EXPIRY_DELAY_MS);
+    this.expiryTimer = setTimeout(() => this.sweepExpiries(), delay);
+    this.expiryTimer.unref();
   }
 
   private unscheduleExpiry(connection: Connection): void {
@@ -186,20 +201,25 @@ export class ConnectionRegistry
     connection.expiresAtSecond = undefined;
   }
 
-  /** Ends the connections whose token expired (`exp` is in seconds; we sweep 4× a second). */
+  /** Ends the connections whose token expired (`exp` is in seconds), and arms for the next. */
   private sweepExpiries(): void {
-    const now = Math.floor(Date.now() / 1000);
+    this.expiryTimer = undefined;
+    this.expiryDue = Infinity;
     // a token is valid through its `exp` second's start: expire once `now >= exp`
-    for (let second = this.sweptUpTo + 1; second <= now; second++) {
-      const bucket = this.expiries.get(second);
-      if (!bucket) continue;
+    const now = Date.now() / 1000;
+    let next = Infinity;
+    for (const [second, bucket] of this.expiries) {
+      if (second > now) {
+        if (second < next) next = second;
+        continue;
+      }
       this.expiries.delete(second);
       for (const connection of bucket) {
         connection.expiresAtSecond = undefined;
         this.expire(connection);
       }
     }
-    this.sweptUpTo = now;
+    if (next !== Infinity) this.armExpiry(next);
   }
 
   private expire(connection: Connection): void {
