@@ -1,7 +1,9 @@
 import { Injectable } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
+import { QueryFailedError } from 'typeorm';
 import type { DataSource, EntityManager, EntityMetadata, EntityTarget, QueryRunner } from 'typeorm';
 import type { ColumnMetadata } from 'typeorm/metadata/ColumnMetadata';
+import { OrmUtils } from 'typeorm/util/OrmUtils';
 import { sqliteHandle, type SqliteDatabase } from '../common/sqlite-handle';
 import { ChangeCaptureSubscriber } from './change-capture.subscriber';
 import { CollectionRegistry } from './collection-registry';
@@ -42,15 +44,17 @@ export class StaleEntityError extends Error {}
  * StaleEntityError.
  *
  * Entities it does not handle this way go through TypeORM as before (`findOne`, `save()`):
- * entities without a version column, with relations, embedded or virtual columns, soft
- * delete, inheritance, entity listeners, or another subscriber that listens to them; a
- * change of a column that is not a plain updatable one; a manager outside a transaction;
- * drivers other than better-sqlite3 and PostgreSQL.
+ * entities without a version column, with relations, embedded, virtual or computed
+ * columns, soft delete, inheritance, entity listeners, or another subscriber that listens
+ * to them; an entity not loaded whole (`select`); a change of a column that is not a
+ * plain updatable one; a manager outside a transaction or of another data source; drivers
+ * other than better-sqlite3 and PostgreSQL.
  */
 @Injectable()
 export class EntityWriter {
   private readonly plans = new Map<EntityMetadata, Plan | null>();
-  private readonly postgres: boolean;
+  /** SQLite: writers take turns, rows need no lock */
+  private readonly serial: boolean;
   /** better-sqlite3: statements prepared on the current connection, by SQL text */
   private statements?: { db: SqliteDatabase; bySql: Map<string, SqliteReader> };
 
@@ -60,7 +64,7 @@ export class EntityWriter {
     private readonly capture: ChangeCaptureSubscriber,
   ) {
     const type = dataSource.options.type;
-    this.postgres = type === 'postgres';
+    this.serial = type === 'better-sqlite3' || type === 'sqlite';
   }
 
   /**
@@ -76,9 +80,15 @@ export class EntityWriter {
     options: { lock?: boolean } = {},
   ): Promise<T | null> {
     const metadata = manager.connection.getMetadata(target);
-    const plan = this.planOf(metadata);
+    if (metadata.primaryColumns.length !== 1) {
+      throw new Error(
+        `EntityWriter.findOne takes one key value: ${metadata.name} has ${metadata.primaryColumns.length} primary columns (use manager.findOne)`,
+      );
+    }
+    const plan = this.planOf(manager, metadata);
     const runner = manager.queryRunner;
-    const lock = options.lock === true && this.postgres && runner?.isTransactionActive === true;
+    // SQLite's writers take turns (TransactionRunner): no lock there, as before
+    const lock = options.lock === true && !this.serial && runner?.isTransactionActive === true;
     if (!plan) {
       const pk = metadata.primaryColumns[0].propertyName;
       return manager.findOne(target, {
@@ -96,7 +106,8 @@ export class EntityWriter {
    * Writes `changes` over `entity`, a row loaded in this transaction (by findOne above or
    * any other way), and returns `entity` with them and with the new version and update
    * date, as `save()` does. Fields equal to the loaded ones are not written; when nothing
-   * differs, nothing is written or captured. Throws StaleEntityError, writing nothing, if
+   * differs, nothing is written or captured, and no query runs (so the entity is not
+   * checked against the row: it is returned as loaded). Throws StaleEntityError, writing nothing, if
    * the row's version is no longer the loaded one (another transaction changed it: load
    * it `{ lock: true }` to keep that from happening on PostgreSQL).
    */
@@ -106,23 +117,23 @@ export class EntityWriter {
     changes: Partial<T>,
   ): Promise<T> {
     const metadata = manager.connection.getMetadata(entity.constructor);
-    const plan = this.planOf(metadata);
+    const plan = this.planOf(manager, metadata);
     const runner = manager.queryRunner;
     const columns =
-      plan?.updatable && runner?.isTransactionActive ? this.columnsOf(metadata, changes) : null;
+      plan?.updatable && runner?.isTransactionActive && loadedWhole(metadata, entity)
+        ? this.columnsOf(metadata, changes)
+        : null;
     if (!plan || !runner || !columns) {
       Object.assign(entity, changes);
       return manager.save(entity);
     }
     const driver = this.dataSource.driver;
-    const changed = columns.filter(
-      (column) =>
-        !samePersisted(
-          driver.preparePersistentValue(column.getEntityValue(changes), column),
-          driver.preparePersistentValue(column.getEntityValue(entity), column),
-        ),
-    );
-    if (changed.length === 0) return entity;
+    const changed = columns.filter((column) => !this.same(column, changes, entity));
+    // nothing to write: the entity as loaded, without a query (so without a version check)
+    if (changed.length === 0) {
+      for (const column of columns) column.setEntityValue(entity, column.getEntityValue(changes));
+      return entity;
+    }
     const version = metadata.versionColumn as ColumnMetadata;
     const primary = metadata.primaryColumns[0];
     const params = changed.map((column) =>
@@ -137,7 +148,7 @@ export class EntityWriter {
     }
     const collection = this.registry.forMetadata(metadata);
     const before = collection ? this.registry.toDoc(collection, entity) : null;
-    for (const column of changed) column.setEntityValue(entity, column.getEntityValue(changes));
+    for (const column of columns) column.setEntityValue(entity, column.getEntityValue(changes));
     this.hydrate(metadata, row, entity, bookkeepingOf(metadata));
     if (collection && before) {
       await this.capture.captureUpdate(
@@ -148,6 +159,26 @@ export class EntityWriter {
       );
     }
     return entity;
+  }
+
+  /**
+   * Does the change store what the entity holds? As TypeORM's save() decides: JSON columns
+   * by deep comparison (PostgreSQL reorders jsonb keys), others in the form the driver
+   * stores them (dates as the driver writes them, booleans as 0/1 on SQLite, …).
+   */
+  private same(column: ColumnMetadata, changes: object, entity: object): boolean {
+    const next = column.getEntityValue(changes);
+    const loaded = column.getEntityValue(entity);
+    if (['json', 'jsonb', 'simple-json'].includes(String(column.type))) {
+      return (
+        next === loaded || (next != null && loaded != null && OrmUtils.deepCompare(next, loaded))
+      );
+    }
+    const driver = this.dataSource.driver;
+    return samePersisted(
+      driver.preparePersistentValue(next, column),
+      driver.preparePersistentValue(loaded, column),
+    );
   }
 
   /** The columns `changes` names, or null if one is not a plain updatable column. */
@@ -214,7 +245,14 @@ export class EntityWriter {
     params: unknown[],
   ): Promise<Record<string, unknown>[]> {
     const db = sqliteHandle(this.dataSource);
-    if (db) return this.sqliteStatement(db, sql).all(...params);
+    if (db) {
+      try {
+        return this.sqliteStatement(db, sql).all(...params);
+      } catch (e) {
+        // as TypeORM's own queries fail (a constraint, a missing table, …)
+        throw new QueryFailedError(sql, params, e as Error);
+      }
+    }
     const result = (await (runner ?? this.dataSource.manager).query(sql, params)) as unknown;
     // PostgreSQL answers an UPDATE … RETURNING with [rows, count]
     if (Array.isArray(result) && Array.isArray(result[0]))
@@ -237,7 +275,9 @@ export class EntityWriter {
     return statement;
   }
 
-  private planOf(metadata: EntityMetadata): Plan | null {
+  /** The plan of an entity of this writer's data source (null: another data source's manager). */
+  private planOf(manager: EntityManager, metadata: EntityMetadata): Plan | null {
+    if (manager.connection !== this.dataSource) return null;
     let plan = this.plans.get(metadata);
     if (plan !== undefined) return plan;
     plan = this.makePlan(metadata);
@@ -264,6 +304,8 @@ export class EntityWriter {
     const driver = this.dataSource.driver;
     const select = `SELECT ${metadata.columns.map((c) => driver.escape(c.databaseName)).join(', ')} FROM ${tableOf(metadata, this.dataSource.driver)} WHERE ${driver.escape(metadata.primaryColumns[0].databaseName)} = ${driver.createParameter('id', 0)}`;
     const updatable =
+      // columns the database computes: save() reads them back, this does not
+      metadata.columns.every((c) => !c.asExpression && (!c.isGenerated || c.isPrimary)) &&
       metadata.beforeUpdateListeners.length === 0 &&
       metadata.afterUpdateListeners.length === 0 &&
       !this.otherSubscribers(metadata).some(
@@ -292,6 +334,14 @@ export class EntityWriter {
       );
     });
   }
+}
+
+/**
+ * Was every column loaded? An entity loaded with `select` lacks some: its captured images
+ * would miss them (save() reloads the row; this does not).
+ */
+function loadedWhole(metadata: EntityMetadata, entity: object): boolean {
+  return metadata.columns.every((column) => column.getEntityValue(entity) !== undefined);
 }
 
 /** The columns the database sets on an update: version, update date. */
