@@ -38,6 +38,8 @@ interface Measurement {
   /** seen[client * count + (seq - seqBase)] */
   seen: Uint8Array;
   samples: Float64Array;
+  /** the slowest delivery of each change, µs (by seq - seqBase) */
+  worst: Float64Array;
   deliveries: number;
   duplicates: number;
   frames: number;
@@ -69,7 +71,9 @@ function record(client: number, sentUs: number, seq: number, recvUs: number): vo
     return;
   }
   m.seen[k] = 1;
-  m.samples[m.deliveries++] = recvUs - sentUs;
+  const latency = recvUs - sentUs;
+  m.samples[m.deliveries++] = latency;
+  if (latency > m.worst[idx]) m.worst[idx] = latency;
   if (sentUs < m.firstSentUs) m.firstSentUs = sentUs;
   m.lastRecvUs = recvUs;
   if (m.deliveries === m.expected) m.onComplete?.();
@@ -281,6 +285,7 @@ function arm(seqBase: number, count: number): void {
     expected: subscribed * count,
     seen: new Uint8Array(capacity * count),
     samples: new Float64Array(capacity * count),
+    worst: new Float64Array(count),
     deliveries: 0,
     duplicates: 0,
     frames: 0,
@@ -323,6 +328,7 @@ async function collect(timeoutMs: number): Promise<void> {
     firstSentUs: m.firstSentUs,
     lastRecvUs: m.lastRecvUs,
     latency: summarize(m.samples.subarray(0, m.deliveries)),
+    worstPerChangeMs: Array.from(m.worst, (us) => Math.round(us / 10) / 100),
     loadgenCpuMs: (cpu.user + cpu.system) / 1000,
     loadgenWallMs: (nowUs() - m.wallUs) / 1000,
   });

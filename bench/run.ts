@@ -350,6 +350,7 @@ async function runScenario(
     windowMs,
     deliveriesPerSec: windowMs > 0 ? (res.deliveries * 1000) / windowMs : 0,
     latency: res.latency,
+    worstPerChangeMs: res.worstPerChangeMs,
     serverCpuMs,
     cpuUsPerDelivery: res.deliveries > 0 ? (serverCpuMs * 1000) / res.deliveries : NaN,
     serverCpuPct: (100 * serverCpuMs) / wallMs,

@@ -128,6 +128,8 @@ export interface CollectResult {
   firstSentUs: number;
   lastRecvUs: number;
   latency: LatencySummary;
+  /** The slowest delivery of each change, in publish order, ms: which changes make the tail. */
+  worstPerChangeMs: number[];
   /** Load generator CPU time (user+system) between arm and the end of collect, ms. */
   loadgenCpuMs: number;
   loadgenWallMs: number;

@@ -16,6 +16,8 @@ export interface ScenarioResult {
   windowMs: number;
   deliveriesPerSec: number;
   latency: LatencySummary;
+  /** The slowest delivery of each change, in publish order, ms (JSON only). */
+  worstPerChangeMs?: number[];
   serverCpuMs: number;
   cpuUsPerDelivery: number;
   /** CPU over the window (first publish → all delivered), % of one core, from /proc. */
