@@ -38,8 +38,9 @@ interface Measurement {
   /** seen[client * count + (seq - seqBase)] */
   seen: Uint8Array;
   samples: Float64Array;
-  /** the slowest delivery of each change, µs (by seq - seqBase) */
+  /** the slowest and the fastest delivery of each change, µs (by seq - seqBase) */
   worst: Float64Array;
+  best: Float64Array;
   deliveries: number;
   duplicates: number;
   frames: number;
@@ -74,6 +75,7 @@ function record(client: number, sentUs: number, seq: number, recvUs: number): vo
   const latency = recvUs - sentUs;
   m.samples[m.deliveries++] = latency;
   if (latency > m.worst[idx]) m.worst[idx] = latency;
+  if (m.best[idx] === 0 || latency < m.best[idx]) m.best[idx] = latency;
   if (sentUs < m.firstSentUs) m.firstSentUs = sentUs;
   m.lastRecvUs = recvUs;
   if (m.deliveries === m.expected) m.onComplete?.();
@@ -286,6 +288,7 @@ function arm(seqBase: number, count: number): void {
     seen: new Uint8Array(capacity * count),
     samples: new Float64Array(capacity * count),
     worst: new Float64Array(count),
+    best: new Float64Array(count),
     deliveries: 0,
     duplicates: 0,
     frames: 0,
@@ -329,6 +332,7 @@ async function collect(timeoutMs: number): Promise<void> {
     lastRecvUs: m.lastRecvUs,
     latency: summarize(m.samples.subarray(0, m.deliveries)),
     worstPerChangeMs: Array.from(m.worst, (us) => Math.round(us / 10) / 100),
+    bestPerChangeMs: Array.from(m.best, (us) => Math.round(us / 10) / 100),
     loadgenCpuMs: (cpu.user + cpu.system) / 1000,
     loadgenWallMs: (nowUs() - m.wallUs) / 1000,
   });

@@ -351,6 +351,7 @@ async function runScenario(
     deliveriesPerSec: windowMs > 0 ? (res.deliveries * 1000) / windowMs : 0,
     latency: res.latency,
     worstPerChangeMs: res.worstPerChangeMs,
+    bestPerChangeMs: res.bestPerChangeMs,
     serverCpuMs,
     cpuUsPerDelivery: res.deliveries > 0 ? (serverCpuMs * 1000) / res.deliveries : NaN,
     serverCpuPct: (100 * serverCpuMs) / wallMs,

@@ -130,6 +130,8 @@ export interface CollectResult {
   latency: LatencySummary;
   /** The slowest delivery of each change, in publish order, ms: which changes make the tail. */
   worstPerChangeMs: number[];
+  /** The fastest delivery of each change, ms: publish to the first subscriber reached. */
+  bestPerChangeMs: number[];
   /** Load generator CPU time (user+system) between arm and the end of collect, ms. */
   loadgenCpuMs: number;
   loadgenWallMs: number;

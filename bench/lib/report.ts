@@ -18,6 +18,8 @@ export interface ScenarioResult {
   latency: LatencySummary;
   /** The slowest delivery of each change, in publish order, ms (JSON only). */
   worstPerChangeMs?: number[];
+  /** The fastest delivery of each change, ms (JSON only). */
+  bestPerChangeMs?: number[];
   serverCpuMs: number;
   cpuUsPerDelivery: number;
   /** CPU over the window (first publish → all delivered), % of one core, from /proc. */
