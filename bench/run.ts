@@ -12,7 +12,8 @@
  * BENCH_OURS_BUILD / BENCH_OURS_ENV / BENCH_OURS_GC (see targets/ours.ts), BENCH_PERF=burst|paced
  * (`perf record -g` of the server during that scenario, into bench/results/perf-*.data),
  * BENCH_PACED_CHANGES (length of the paced series), BENCH_WARM_PUBLISHES (publishes before
- * anyone subscribes, in blocks of 500; quick: 10), BENCH_FANOUT_ONLY=1 (no routing and
+ * anyone subscribes, in blocks of 500; quick: 10), BENCH_WARM_CHANGES (paced changes to the
+ * subscribers before the scenarios, default 10; quick: 3), BENCH_FANOUT_ONLY=1 (no routing and
  * write-path child benches).
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -79,6 +80,7 @@ const CONFIG = QUICK
       paced: { changes: 10, intervalMs: 100 },
       warmPublishes: 20,
       warmBlock: 10,
+      warmChanges: 3,
       concurrency: 100,
       connectTimeoutMs: 30_000,
       collectTimeoutMs: 8_000,
@@ -94,6 +96,7 @@ const CONFIG = QUICK
       paced: { changes: 20, intervalMs: 100 },
       warmPublishes: 5000,
       warmBlock: 500,
+      warmChanges: 10,
       concurrency: 200,
       connectTimeoutMs: 90_000,
       collectTimeoutMs: 30_000,
@@ -128,6 +131,8 @@ CONFIG.concurrency = envCount('BENCH_CONCURRENCY') ?? CONFIG.concurrency;
 CONFIG.paced.changes = envCount('BENCH_PACED_CHANGES') ?? CONFIG.paced.changes;
 // a shorter or longer warm-up (whole blocks), e.g. to compare against the earlier 2 000
 CONFIG.warmPublishes = envCount('BENCH_WARM_PUBLISHES', CONFIG.warmBlock) ?? CONFIG.warmPublishes;
+// paced changes to the subscribers before the scenarios (1: the earlier single warm-up change)
+CONFIG.warmChanges = envCount('BENCH_WARM_CHANGES') ?? CONFIG.warmChanges;
 
 const ALL_TARGETS: Target[] = [bareWsTarget, socketIoTarget, nchanTarget, oursTarget];
 const wanted = process.env.BENCH_TARGETS?.split(',').map((name) => name.trim());
@@ -415,7 +420,8 @@ async function runFanout(
   for (const note of rt.notes) if (!notes.includes(note)) notes.push(note);
   let lg: Loadgen | null = null;
   try {
-    const prepared = 1 + CONFIG.burst + CONFIG.paced.changes;
+    const warmChanges = CONFIG.warmChanges;
+    const prepared = warmChanges + CONFIG.burst + CONFIG.paced.changes;
     await rt.prepare(prepared);
     // Steady state, not JIT warm-up: the publish path (ours: HTTP, validation, the
     // transaction, capture) runs a while before anyone subscribes, as in a server that has
@@ -484,13 +490,19 @@ async function runFanout(
     await sleep(300);
     const rssAfterConnect = rssBytes(rt.pid);
 
-    // Warm-up: one change, not measured; also proves that delivery works at all.
-    progress(`${what} warmup`, `${what}: warm-up change`);
-    await lg.arm(0, 1);
-    const publishError = await rt.publish(0).then(
-      () => '',
-      (err: Error) => ` (publishing it failed: ${err.message})`,
-    );
+    // Warm-up of the delivery path, as the publish path's above: a short paced series, not
+    // measured (the fan-out loops run in V8's lower tiers until it has optimized them, which
+    // takes a few changes); also proves that delivery works at all.
+    progress(`${what} warmup`, `${what}: ${warmChanges} warm-up change(s)`);
+    await lg.arm(0, warmChanges);
+    let publishError = '';
+    for (let k = 0; k < warmChanges; k++) {
+      if (k > 0) await sleep(CONFIG.paced.intervalMs);
+      publishError ||= await rt.publish(k).then(
+        () => '',
+        (err: Error) => ` (publishing it failed: ${err.message})`,
+      );
+    }
     const warm = await lg.collect(bounded(Math.min(10_000, CONFIG.collectTimeoutMs)));
     if (warm.deliveries === 0) {
       throw new Error(
@@ -501,7 +513,7 @@ async function runFanout(
 
     await waitForQuiet([rt.pid, lg.pid], what);
     progress(`${what} burst`, `${what}: burst`);
-    run.scenarios.push(await runScenario(rt, lg, 'burst', 1, CONFIG.burst, 0));
+    run.scenarios.push(await runScenario(rt, lg, 'burst', warmChanges, CONFIG.burst, 0));
     await waitForQuiet([rt.pid, lg.pid], what);
     progress(`${what} paced`, `${what}: paced`);
     run.scenarios.push(
@@ -509,7 +521,7 @@ async function runFanout(
         rt,
         lg,
         'paced',
-        1 + CONFIG.burst,
+        warmChanges + CONFIG.burst,
         CONFIG.paced.changes,
         CONFIG.paced.intervalMs,
       ),
@@ -734,6 +746,7 @@ async function main(): Promise<void> {
       concurrency: CONFIG.concurrency,
       payloadBytes: Buffer.byteLength(changePayload(0, nowUs())),
       warmPublishes: CONFIG.warmPublishes,
+      warmChanges: CONFIG.warmChanges,
     },
     targets,
     ratios: ratios(targets),

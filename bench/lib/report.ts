@@ -109,6 +109,8 @@ export interface Results {
     payloadBytes: number;
     /** publishes before anyone subscribes, per target and N */
     warmPublishes: number;
+    /** paced changes to the subscribers before the scenarios (absent: 1) */
+    warmChanges?: number;
   };
   targets: TargetResult[];
   ratios: Ratio[];
