@@ -331,8 +331,9 @@ async function collect(timeoutMs: number): Promise<void> {
     firstSentUs: m.firstSentUs,
     lastRecvUs: m.lastRecvUs,
     latency: summarize(m.samples.subarray(0, m.deliveries)),
-    worstPerChangeMs: Array.from(m.worst, (us) => Math.round(us / 10) / 100),
-    bestPerChangeMs: Array.from(m.best, (us) => Math.round(us / 10) / 100),
+    // a change that reached nobody: null, not 0 ms
+    worstPerChangeMs: Array.from(m.worst, (us) => (us > 0 ? Math.round(us / 10) / 100 : null)),
+    bestPerChangeMs: Array.from(m.best, (us) => (us > 0 ? Math.round(us / 10) / 100 : null)),
     loadgenCpuMs: (cpu.user + cpu.system) / 1000,
     loadgenWallMs: (nowUs() - m.wallUs) / 1000,
   });

@@ -506,7 +506,7 @@ async function runFanout(
     const warm = await lg.collect(bounded(Math.min(10_000, CONFIG.collectTimeoutMs)));
     if (warm.deliveries === 0) {
       throw new Error(
-        `the warm-up change reached none of ${warm.clients} subscribers${publishError}`,
+        `the warm-up changes reached none of ${warm.clients} subscribers${publishError}`,
       );
     }
     if (!rt.alive()) throw new Error(`server exited:\n${rt.output()}`);

@@ -128,10 +128,10 @@ export interface CollectResult {
   firstSentUs: number;
   lastRecvUs: number;
   latency: LatencySummary;
-  /** The slowest delivery of each change, in publish order, ms: which changes make the tail. */
-  worstPerChangeMs: number[];
+  /** The slowest delivery of each change, in publish order, ms (null: it reached nobody). */
+  worstPerChangeMs: (number | null)[];
   /** The fastest delivery of each change, ms: publish to the first subscriber reached. */
-  bestPerChangeMs: number[];
+  bestPerChangeMs: (number | null)[];
   /** Load generator CPU time (user+system) between arm and the end of collect, ms. */
   loadgenCpuMs: number;
   loadgenWallMs: number;

@@ -17,9 +17,9 @@ export interface ScenarioResult {
   deliveriesPerSec: number;
   latency: LatencySummary;
   /** The slowest delivery of each change, in publish order, ms (JSON only). */
-  worstPerChangeMs?: number[];
+  worstPerChangeMs?: (number | null)[];
   /** The fastest delivery of each change, ms (JSON only). */
-  bestPerChangeMs?: number[];
+  bestPerChangeMs?: (number | null)[];
   serverCpuMs: number;
   cpuUsPerDelivery: number;
   /** CPU over the window (first publish → all delivered), % of one core, from /proc. */
@@ -109,7 +109,7 @@ export interface Results {
     payloadBytes: number;
     /** publishes before anyone subscribes, per target and N */
     warmPublishes: number;
-    /** paced changes to the subscribers before the scenarios (absent: 1) */
+    /** paced changes to the subscribers before the scenarios (absent: before d30b13e, 1 unless BENCH_WARM_CHANGES said otherwise) */
     warmChanges?: number;
   };
   targets: TargetResult[];

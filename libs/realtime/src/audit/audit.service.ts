@@ -69,6 +69,8 @@ export class AuditService implements OnApplicationShutdown {
   private readonly logger = new Logger(AuditService.name);
   private buffer: AuditLog[] = [];
   private timer?: NodeJS.Timeout;
+  /** shut down: the last flush has been asked for, no timer is armed again */
+  private closed = false;
   private flushing: Promise<void> = Promise.resolve();
   private readonly maxBatch: number;
   private readonly flushIntervalMs: number;
@@ -86,14 +88,15 @@ export class AuditService implements OnApplicationShutdown {
   }
 
   async onApplicationShutdown(): Promise<void> {
+    this.closed = true;
     clearTimeout(this.timer);
     this.timer = undefined;
     await this.flush();
   }
 
-  /** Flushes within flushIntervalMs, unless a flush is due already. */
+  /** Flushes within flushIntervalMs, unless a flush is due already (or the app is closing). */
   private schedule(): void {
-    if (this.timer) return;
+    if (this.timer || this.closed) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
       void this.flush();

@@ -22,8 +22,8 @@ import type { Connection } from './connection';
  * attempts per IP), token expiry, heartbeats, back-pressure drops, and the orderly end of
  * everything at shutdown. Releasing a connection removes every subscription and timer.
  */
-/** Longest expiry timer: past it the sweep just arms again (setTimeout caps at ~24.8 days). */
-const MAX_EXPIRY_DELAY_MS = 3_600_000;
+/** Longest expiry timer: past it the sweep just arms again (one wake-up a minute at most). */
+const MAX_EXPIRY_DELAY_MS = 60_000;
 
 @Injectable()
 export class ConnectionRegistry
@@ -44,6 +44,8 @@ export class ConnectionRegistry
   private expiryTimer?: NodeJS.Timeout;
   /** the second the expiry timer is armed for (Infinity: not armed) */
   private expiryDue = Infinity;
+  /** shutting down: no expiry timer is armed again */
+  private destroyed = false;
   readonly limits: RealtimeLimits;
   readonly heartbeatIntervalMs: number;
 
@@ -64,6 +66,7 @@ export class ConnectionRegistry
   }
 
   onModuleDestroy(): void {
+    this.destroyed = true;
     clearInterval(this.heartbeatTimer);
     clearTimeout(this.expiryTimer);
     this.expiryDue = Infinity;
@@ -184,11 +187,17 @@ export class ConnectionRegistry
     if (second < this.expiryDue) this.armExpiry(second);
   }
 
-  /** Sweeps at the start of `second` (or in an hour, to look again: timers cap their delay). */
+  /**
+   * Sweeps at the start of the second after `exp` ends (a whole `exp`: at `exp`), or within
+   * MAX_EXPIRY_DELAY_MS to look again: `exp` is wall-clock time, timers are not, and a
+   * clock step or a suspended VM must not keep an expired token connected for long.
+   */
   private armExpiry(second: number): void {
+    if (this.destroyed) return;
     clearTimeout(this.expiryTimer);
     this.expiryDue = second;
-    const delay = Math.min(Math.max(second * 1000 - Date.now(), 0), MAX_EXPIRY_DELAY_MS);
+    const due = Math.ceil(second) * 1000;
+    const delay = Math.min(Math.max(due - Date.now(), 0), MAX_EXPIRY_DELAY_MS);
     this.expiryTimer = setTimeout(() => this.sweepExpiries(), delay);
     this.expiryTimer.unref();
   }
@@ -205,8 +214,9 @@ export class ConnectionRegistry
   private sweepExpiries(): void {
     this.expiryTimer = undefined;
     this.expiryDue = Infinity;
-    // a token is valid through its `exp` second's start: expire once `now >= exp`
-    const now = Date.now() / 1000;
+    // a token is valid through its `exp` second's start: expire once `floor(now) >= exp`,
+    // jsonwebtoken's rule (TokenService's too)
+    const now = Math.floor(Date.now() / 1000);
     let next = Infinity;
     for (const [second, bucket] of this.expiries) {
       if (second > now) {
