@@ -572,6 +572,16 @@ describe('WebSocket closes, audit and metrics [sqlite]', () => {
     expect(closed).toHaveLength(1);
   });
 
+  it('a token that expires sooner than those already connected still expires on time', async () => {
+    // the expiry timer is armed for the earliest expiry: a later, sooner one re-arms it
+    const later = await connect(user(), { expiresInSeconds: 600 });
+    const sooner = await connect(user(), { expiresInSeconds: 2 });
+    const error = await sooner.next((m) => m.type === 'error', 5000);
+    expect(error.data.code).toBe('token_expired');
+    expect((await sooner.waitClose(5000)).code).toBe(4001);
+    await expectUsable(later);
+  });
+
   it('close 4008 for a sustained message flood, audited as rate_limited', async () => {
     const c = await connect(user());
     const connectionId = c.messages[0].data.connectionId;
