@@ -3,6 +3,8 @@ import type { DataSource } from 'typeorm';
 /** The part of a better-sqlite3 statement the library uses. */
 export interface SqliteStatement {
   run(...params: unknown[]): { lastInsertRowid: number | bigint; changes: number };
+  /** the rows of a statement that returns some (a SELECT, an UPDATE … RETURNING) */
+  all(...params: unknown[]): Record<string, unknown>[];
 }
 
 /** The part of a better-sqlite3 database the library uses. */

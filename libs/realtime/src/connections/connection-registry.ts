@@ -17,14 +17,14 @@ import { emit } from '../subscriptions/subscription-sink';
 import { SubscriptionsService } from '../subscriptions/subscriptions.service';
 import type { Connection } from './connection';
 
+/** Longest expiry timer: past it the sweep just arms again (one wake-up a minute at most). */
+const MAX_EXPIRY_DELAY_MS = 60_000;
+
 /**
  * Every connection of this node, by id and by user: admission (connections per user and
  * attempts per IP), token expiry, heartbeats, back-pressure drops, and the orderly end of
  * everything at shutdown. Releasing a connection removes every subscription and timer.
  */
-/** Longest expiry timer: past it the sweep just arms again (one wake-up a minute at most). */
-const MAX_EXPIRY_DELAY_MS = 60_000;
-
 @Injectable()
 export class ConnectionRegistry
   implements OnModuleInit, OnModuleDestroy, BeforeApplicationShutdown

@@ -170,7 +170,8 @@ const GONE = Symbol('gone');
 /** Thrown when a write would bypass change capture (and so silently miss subscribers). */
 export class ChangeCaptureBypassError extends Error {}
 
-function sameValue(a: unknown, b: unknown): boolean {
+/** Do two column values (as entities hold them, or as the driver stores them) hold the same? */
+export function sameValue(a: unknown, b: unknown): boolean {
   if (a === b) return true;
   if (a === null || b === null || typeof a !== 'object' || typeof b !== 'object') return false;
   return JSON.stringify(a) === JSON.stringify(b);

@@ -4,15 +4,11 @@ import { QueryFailedError } from 'typeorm';
 import type { DataSource, EntityManager, EntityMetadata, EntityTarget, QueryRunner } from 'typeorm';
 import type { ColumnMetadata } from 'typeorm/metadata/ColumnMetadata';
 import { OrmUtils } from 'typeorm/util/OrmUtils';
-import { sqliteHandle, type SqliteDatabase } from '../common/sqlite-handle';
-import { ChangeCaptureSubscriber } from './change-capture.subscriber';
+import { PreparedSqlite, type SqliteStatement } from '../common/sqlite-handle';
+import { ChangeCaptureSubscriber, sameValue } from './change-capture.subscriber';
 import { CollectionRegistry } from './collection-registry';
 import { readsPlainly, tableOf } from './plain-sql';
-
-/** A better-sqlite3 statement that returns rows (a SELECT, an UPDATE … RETURNING). */
-interface SqliteReader {
-  all(...params: unknown[]): Record<string, unknown>[];
-}
+import { TransactionRunner } from './transaction-runner';
 
 /** How EntityWriter reads and writes one entity with plain SQL (null: through the ORM). */
 interface Plan {
@@ -53,19 +49,15 @@ export class StaleEntityError extends Error {}
 @Injectable()
 export class EntityWriter {
   private readonly plans = new Map<EntityMetadata, Plan | null>();
-  /** SQLite: writers take turns, rows need no lock */
-  private readonly serial: boolean;
-  /** better-sqlite3: statements prepared on the current connection, by SQL text */
-  private statements?: { db: SqliteDatabase; bySql: Map<string, SqliteReader> };
+  /** better-sqlite3: the plans' statements, by SQL text */
+  private readonly statements = new Map<string, PreparedSqlite>();
 
   constructor(
     @InjectDataSource() private readonly dataSource: DataSource,
     private readonly registry: CollectionRegistry,
     private readonly capture: ChangeCaptureSubscriber,
-  ) {
-    const type = dataSource.options.type;
-    this.serial = type === 'better-sqlite3' || type === 'sqlite';
-  }
+    private readonly transactions: TransactionRunner,
+  ) {}
 
   /**
    * The row with this primary key, as `manager.findOne(target, { where: { <pk>: id } })`
@@ -88,7 +80,8 @@ export class EntityWriter {
     const plan = this.planOf(manager, metadata);
     const runner = manager.queryRunner;
     // SQLite's writers take turns (TransactionRunner): no lock there, as before
-    const lock = options.lock === true && !this.serial && runner?.isTransactionActive === true;
+    const lock =
+      options.lock === true && !this.transactions.isSerial && runner?.isTransactionActive === true;
     if (!plan) {
       const pk = metadata.primaryColumns[0].propertyName;
       return manager.findOne(target, {
@@ -175,7 +168,7 @@ export class EntityWriter {
       );
     }
     const driver = this.dataSource.driver;
-    return samePersisted(
+    return sameValue(
       driver.preparePersistentValue(next, column),
       driver.preparePersistentValue(loaded, column),
     );
@@ -219,7 +212,7 @@ export class EntityWriter {
     }
     const n = columns.length;
     const returning = bookkeepingOf(metadata).map((c) => driver.escape(c.databaseName));
-    sql = `UPDATE ${tableOf(metadata, this.dataSource.driver)} SET ${sets.join(', ')} WHERE ${driver.escape(metadata.primaryColumns[0].databaseName)} = ${p(n)} AND ${version} = ${p(n + 1)} RETURNING ${returning.join(', ')}`;
+    sql = `UPDATE ${tableOf(metadata, driver)} SET ${sets.join(', ')} WHERE ${driver.escape(metadata.primaryColumns[0].databaseName)} = ${p(n)} AND ${version} = ${p(n + 1)} RETURNING ${returning.join(', ')}`;
     plan.updates.set(key, sql);
     return sql;
   }
@@ -244,10 +237,10 @@ export class EntityWriter {
     sql: string,
     params: unknown[],
   ): Promise<Record<string, unknown>[]> {
-    const db = sqliteHandle(this.dataSource);
-    if (db) {
+    const statement = this.sqliteStatement(sql);
+    if (statement) {
       try {
-        return this.sqliteStatement(db, sql).all(...params);
+        return statement.all(...params);
       } catch (e) {
         // as TypeORM's own queries fail (a constraint, a missing table, …)
         throw new QueryFailedError(sql, params, e as Error);
@@ -261,18 +254,18 @@ export class EntityWriter {
   }
 
   /**
-   * better-sqlite3: the statement prepared once on the connection (again after it is
-   * replaced), run without TypeORM's query path, in whatever transaction is open on it,
-   * as the change log INSERT is.
+   * better-sqlite3: the statement prepared once on the connection (PreparedSqlite), run
+   * without TypeORM's query path, in whatever transaction is open on it, as the change log
+   * INSERT is. Undefined for any other driver.
    */
-  private sqliteStatement(db: SqliteDatabase, sql: string): SqliteReader {
-    if (this.statements?.db !== db) this.statements = { db, bySql: new Map() };
-    let statement = this.statements.bySql.get(sql);
-    if (!statement) {
-      statement = db.prepare(sql) as unknown as SqliteReader;
-      this.statements.bySql.set(sql, statement);
+  private sqliteStatement(sql: string): SqliteStatement | undefined {
+    if (this.dataSource.options.type !== 'better-sqlite3') return undefined;
+    let prepared = this.statements.get(sql);
+    if (!prepared) {
+      prepared = new PreparedSqlite(this.dataSource, sql);
+      this.statements.set(sql, prepared);
     }
-    return statement;
+    return prepared.get()?.statement;
   }
 
   /** The plan of an entity of this writer's data source (null: another data source's manager). */
@@ -287,6 +280,7 @@ export class EntityWriter {
 
   private makePlan(metadata: EntityMetadata): Plan | null {
     const type = this.dataSource.options.type;
+    const others = this.otherSubscribers(metadata);
     const plain =
       (type === 'better-sqlite3' || type === 'postgres') &&
       readsPlainly(metadata) &&
@@ -299,16 +293,16 @@ export class EntityWriter {
       metadata.relations.length === 0 &&
       metadata.embeddeds.length === 0 &&
       metadata.afterLoadListeners.length === 0 &&
-      !this.otherSubscribers(metadata).some((s) => typeof s.afterLoad === 'function');
+      !others.some((s) => typeof s.afterLoad === 'function');
     if (!plain) return null;
     const driver = this.dataSource.driver;
-    const select = `SELECT ${metadata.columns.map((c) => driver.escape(c.databaseName)).join(', ')} FROM ${tableOf(metadata, this.dataSource.driver)} WHERE ${driver.escape(metadata.primaryColumns[0].databaseName)} = ${driver.createParameter('id', 0)}`;
+    const select = `SELECT ${metadata.columns.map((c) => driver.escape(c.databaseName)).join(', ')} FROM ${tableOf(metadata, driver)} WHERE ${driver.escape(metadata.primaryColumns[0].databaseName)} = ${driver.createParameter('id', 0)}`;
     const updatable =
       // columns the database computes: save() reads them back, this does not
       metadata.columns.every((c) => !c.asExpression && (!c.isGenerated || c.isPrimary)) &&
       metadata.beforeUpdateListeners.length === 0 &&
       metadata.afterUpdateListeners.length === 0 &&
-      !this.otherSubscribers(metadata).some(
+      !others.some(
         (s) => typeof s.beforeUpdate === 'function' || typeof s.afterUpdate === 'function',
       );
     return {
@@ -354,13 +348,4 @@ function bookkeepingOf(metadata: EntityMetadata): ColumnMetadata[] {
 /** A persisted value as a statement parameter (better-sqlite3 refuses undefined). */
 function persisted(value: unknown): unknown {
   return value === undefined ? null : value;
-}
-
-/** Do two values, in the form the driver persists them, store the same? */
-function samePersisted(a: unknown, b: unknown): boolean {
-  if (a === b) return true;
-  if (a == null || b == null) return a == b;
-  if (a instanceof Date && b instanceof Date) return a.getTime() === b.getTime();
-  if (typeof a !== 'object' || typeof b !== 'object') return false;
-  return JSON.stringify(a) === JSON.stringify(b);
 }
