@@ -1,5 +1,6 @@
 import { DataSource } from 'typeorm';
 import { ChangeLogEntry, EntityWriter, StaleEntityError, TransactionRunner } from '@app/realtime';
+import { IdempotencyKey } from '../src/common/idempotency-key.entity';
 import { Task } from '../src/tasks/task.entity';
 import { describeEachDb, seedTask, startTestApp, TestApp, USERS } from './utils/app';
 import { WsClient } from './utils/ws-client';
@@ -175,6 +176,20 @@ describeEachDb('EntityWriter', (db) => {
     await c.request('ping');
     expect(c.changes(sub)).toHaveLength(2);
     c.close();
+  });
+
+  it('findOne of an entity with a composite key is refused with a message; the app goes on serving', async () => {
+    const error = await runner
+      .transaction((m) => writer.findOne(m, IdempotencyKey, 'alice'))
+      .then(
+        () => null,
+        (e: unknown) => e,
+      );
+    expect((error as Error).message).toMatch(
+      /EntityWriter\.findOne takes one key value: IdempotencyKey has 2 primary columns \(use manager\.findOne\)/,
+    );
+    // the transaction it failed in rolled back, and the app goes on serving
+    expect((await t.api(USERS.alice, 'GET', '/api/tasks?limit=1')).status).toBe(200);
   });
 
   if (db === 'postgres') {
