@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import {
+  EARLY_FRAMES,
   flushFrameWrites,
   FrameSocket,
   nativeFrameWriterLoaded,
@@ -197,7 +198,7 @@ describe.each(
   }
 
   it('writes one change to many sockets in one batch, each with its own prefix, at the end of the tick', async () => {
-    for (let i = 0; i < 40; i++) pairs.push(await socketPair());
+    for (let i = 0; i < EARLY_FRAMES - 1; i++) pairs.push(await socketPair());
     const change = part('shared change');
     const targets = pairs.map(({ writer }) => new FrameSocket(writer));
     targets.forEach((target, i) =>
@@ -210,6 +211,30 @@ describe.each(
     expect(targets.some((t) => t.inBatch)).toBe(false);
     got.forEach((frames, i) =>
       expect(frames).toEqual([`{"sub":${i},"changes":["shared change"]}`]),
+    );
+  });
+
+  it("sends a tick's first EARLY_FRAMES frames at once and the rest at the end of the tick, in every tick", async () => {
+    for (let i = 0; i < EARLY_FRAMES + 8; i++) pairs.push(await socketPair());
+    const targets = pairs.map(({ writer }) => new FrameSocket(writer));
+    for (const round of ['one', 'two']) {
+      targets.forEach((target, i) =>
+        writeTextFrame(
+          target,
+          Buffer.from(`{"sub":${i},"changes":[`),
+          [part(round)],
+          SUFFIX,
+          false,
+        ),
+      );
+      // the first ones are with the kernel already; the others wait for the end of the tick
+      expect(targets.map((t) => t.inBatch)).toEqual(targets.map((_, i) => i >= EARLY_FRAMES));
+      await new Promise((r) => setImmediate(r)); // the next tick: the batch has left
+      expect(targets.some((t) => t.inBatch)).toBe(false);
+    }
+    const got = await Promise.all(pairs.map(({ reader }) => framesOf(reader, 2)));
+    got.forEach((frames, i) =>
+      expect(frames).toEqual([`{"sub":${i},"changes":["one"]}`, `{"sub":${i},"changes":["two"]}`]),
     );
   });
 

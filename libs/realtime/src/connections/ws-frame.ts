@@ -11,9 +11,11 @@ import { dirname, join } from 'node:path';
  * idle sockets are collected in a batch (each frame's header and message prefix in one
  * arena, its change bytes shared by every frame that carries them) and handed to the kernel
  * by one native call, a `sendmsg(2)` (`writev` without SIGPIPE) per socket, at the latest at
- * the end of the tick. Without it (or for a socket created with `native` false), a frame is
- * built in a scratch buffer and written with one `fs.writeSync` on the socket's file
- * descriptor. Either way there is no Buffer, write request or callback per delivery.
+ * the end of the tick (the tick's first EARLY_FRAMES frames as soon as they are there, so
+ * that the first subscribers need not wait for every other frame to be built). Without it
+ * (or for a socket created with `native` false), a frame is built in a scratch buffer and
+ * written with one `fs.writeSync` on the socket's file descriptor. Either way there is no
+ * Buffer, write request or callback per delivery.
  *
  * Whatever the kernel does not take at once (a full send buffer), and every frame of a
  * socket that has data queued, goes through `socket.write`, so bytes stay in order with
@@ -267,6 +269,14 @@ export class FrameSocket {
  */
 const ARENA_BYTES = 256 * 1024;
 const MAX_FRAMES = 4096;
+/**
+ * The first frames of a tick leave as soon as there are this many, not with the rest at the
+ * end of the tick: while the fan-out goes on building the other frames, the first
+ * subscribers already read theirs (on the next core). One more native call per tick, and
+ * the first delivery of a change to 1 000 subscribers comes about 1–3 ms sooner on a
+ * 2-core machine (bench/README.md).
+ */
+export const EARLY_FRAMES = 16;
 const META = 4; // fd, arena offset, arena length, body index
 
 const batch = {
@@ -280,6 +290,8 @@ const batch = {
   count: 0,
   generation: 1,
   scheduled: false,
+  /** the tick's first EARLY_FRAMES frames have not left yet (see EARLY_FRAMES) */
+  early: false,
 };
 
 function scheduledFlush(): void {
@@ -338,7 +350,11 @@ function commit(
   target.batchGeneration = batch.generation;
   if (!batch.scheduled) {
     batch.scheduled = true;
+    batch.early = true;
     process.nextTick(scheduledFlush);
+  } else if (batch.early && batch.count === EARLY_FRAMES) {
+    batch.early = false;
+    flushFrameWrites();
   }
 }
 
