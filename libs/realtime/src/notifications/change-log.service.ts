@@ -1,10 +1,12 @@
 import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
-import { InjectRepository } from '@nestjs/typeorm';
-import { Between, LessThan, LessThanOrEqual, Repository } from 'typeorm';
+import { InjectDataSource, InjectRepository } from '@nestjs/typeorm';
+import { Between, DataSource, LessThan, LessThanOrEqual, Repository } from 'typeorm';
+import { PreparedSqlite } from '../common/sqlite-handle';
 import { InjectRealtimeOptions } from '../realtime.module-definition';
 import type { RealtimeModuleOptions } from '../realtime.options';
 import type { ChangeRecord, Operation } from '../realtime.types';
 import { ChangeLogEntry } from './change-log.entity';
+import { tableOf } from './plain-sql';
 import { TransactionRunner } from './transaction-runner';
 
 const DAY = 24 * 60 * 60 * 1000;
@@ -33,15 +35,23 @@ export class ChangeLogService implements OnModuleInit, OnApplicationShutdown {
   private readonly maxAgeMs: number;
   private readonly maxRows: number;
   private readonly pruneIntervalMs: number;
+  /** the head query in plain SQL: the feed polls it every second, on every node */
+  private readonly headSql: string;
+  private readonly sqliteHead: PreparedSqlite;
 
   constructor(
     @InjectRepository(ChangeLogEntry) private readonly repo: Repository<ChangeLogEntry>,
     private readonly transactions: TransactionRunner,
     @InjectRealtimeOptions() options: RealtimeModuleOptions,
+    @InjectDataSource() dataSource: DataSource,
   ) {
     this.maxAgeMs = options.changeLog?.maxAgeMs ?? DAY;
     this.maxRows = options.changeLog?.maxRows ?? 1_000_000;
     this.pruneIntervalMs = options.changeLog?.pruneIntervalMs ?? 60_000;
+    const { driver } = repo.manager.connection;
+    const seq = repo.metadata.findColumnWithPropertyName('seq')?.databaseName ?? 'seq';
+    this.headSql = `SELECT MAX(${driver.escape(seq)}) AS ${driver.escape('max')} FROM ${tableOf(repo.metadata, driver)}`;
+    this.sqliteHead = new PreparedSqlite(dataSource, this.headSql);
   }
 
   onModuleInit(): void {
@@ -59,11 +69,12 @@ export class ChangeLogService implements OnModuleInit, OnApplicationShutdown {
 
   /** The greatest committed seq, 0 when the log is empty. */
   async head(): Promise<number> {
-    const row = await this.repo
-      .createQueryBuilder('c')
-      .select('MAX(c.seq)', 'max')
-      .getRawOne<{ max: number | string | null }>();
-    return row?.max == null ? 0 : Number(row.max);
+    const sqlite = this.sqliteHead.get();
+    const rows = (sqlite ? sqlite.statement.all() : await this.repo.query(this.headSql)) as {
+      max: number | string | null;
+    }[];
+    const max = rows[0]?.max;
+    return max == null ? 0 : Number(max);
   }
 
   /** The smallest seq still kept, or null when the log is empty. */
