@@ -59,26 +59,6 @@ describe('ChangeFeedService', () => {
     expect(reads).toEqual([]);
   });
 
-  it("a turn's first ready change goes to the handlers at once, the turn's later ones together at its end", async () => {
-    const { bus, feed } = await startFeed([]);
-    const batches: string[][] = [];
-    feed.onChanges((changes) => batches.push(changes.map((c) => c.seq)));
-    await turn();
-    bus.publish([change(1)]);
-    expect(batches).toEqual([]); // not inside the commit that published it
-    await Promise.resolve();
-    expect(batches).toEqual([['1']]); // but before this turn's I/O and timers
-    bus.publish([change(2)]);
-    bus.publish([change(3)]);
-    await Promise.resolve();
-    expect(batches).toEqual([['1']]); // the rest of the turn is batched
-    await turn();
-    expect(batches).toEqual([['1'], ['2', '3']]);
-    bus.publish([change(4)]); // a new turn: at once again
-    await Promise.resolve();
-    expect(batches).toEqual([['1'], ['2', '3'], ['4']]);
-  });
-
   it('a gap still open after the turn is read from the log; a seq not there was rolled back', async () => {
     // seq 1 committed but its message was lost; seq 2 rolled back
     const { bus, delivered, reads } = await startFeed([change(1)]);

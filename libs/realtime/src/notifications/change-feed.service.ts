@@ -31,8 +31,6 @@ export class ChangeFeedService implements OnApplicationBootstrap, OnApplicationS
   private readonly pending = new Map<number, ChangeRecord>();
   /** in order, waiting for this turn's dispatch */
   private queued: ChangeRecord[] = [];
-  /** this turn's first changes went to the handlers at once (see emit) */
-  private dispatchedThisTurn = false;
   private dispatchedUpTo = 0;
   private filling = false;
   /** a drain waits for the end of this event-loop turn (setImmediate) */
@@ -145,30 +143,14 @@ export class ChangeFeedService implements OnApplicationBootstrap, OnApplicationS
   }
 
   /**
-   * Queues changes for the handlers. The first changes that become ready in an event-loop
-   * turn go to them at once (in a microtask: after the commit that made them ready, before
-   * the writer's continuation builds its HTTP response), as a hand-written server
-   * broadcasts before it answers the request: an idle server loses no time to batching.
-   * Whatever becomes ready later in the same turn waits for its end (setImmediate) and goes
-   * together: commits that land together (a burst) reach each subscriber as one frame
-   * instead of one frame each, and one syscall per client instead of many. Order holds
-   * either way: nothing is handed over while earlier changes wait in the queue.
+   * Queues changes for the handlers, which run once per event-loop turn with everything
+   * that became ready in it: commits that land together (a burst) reach each subscriber as
+   * one frame instead of one frame each, and one syscall per client instead of many.
    */
   private emit(changes: ChangeRecord[]): void {
-    if (this.queued.length === 0) {
-      if (this.dispatchedThisTurn) setImmediate(this.dispatchQueued);
-      else {
-        this.dispatchedThisTurn = true;
-        setImmediate(this.endTurn);
-        queueMicrotask(this.dispatchQueued);
-      }
-    }
+    if (this.queued.length === 0) setImmediate(this.dispatchQueued);
     for (const change of changes) this.queued.push(change);
   }
-
-  private readonly endTurn = (): void => {
-    this.dispatchedThisTurn = false;
-  };
 
   private readonly dispatchQueued = (): void => {
     const changes = this.queued;
