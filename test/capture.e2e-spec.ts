@@ -1,5 +1,10 @@
 import { DataSource, EntityManager, SaveOptions } from 'typeorm';
-import { ChangeCaptureBypassError, TransactionRunner } from '@app/realtime';
+import {
+  ChangeCaptureBypassError,
+  ChangeLogEntry,
+  ChangeLogService,
+  TransactionRunner,
+} from '@app/realtime';
 import { Task } from '../src/tasks/task.entity';
 import { describeEachDb, seedTask, startTestApp, TestApp, USERS } from './utils/app';
 import { WsClient } from './utils/ws-client';
@@ -65,6 +70,35 @@ describeEachDb('change capture refuses bypassing writes', (db) => {
     await c.request('ping');
     expect(c.changes(sub)).toHaveLength(1);
     c.close();
+  });
+
+  it('the change log head is the greatest committed seq: a commit moves it, a rollback does not', async () => {
+    const log = t.app.get(ChangeLogService);
+    const runner = t.app.get(TransactionRunner);
+    const greatest = async () => {
+      const row = await t.app
+        .get(DataSource)
+        .getRepository(ChangeLogEntry)
+        .createQueryBuilder('c')
+        .select('MAX(c.seq)', 'max')
+        .getRawOne<{ max: number | string | null }>();
+      return Number(row?.max ?? 0);
+    };
+    const before = await log.head();
+    expect(before).toBe(await greatest());
+    const task = await seedTask(t, { title: 'head' });
+    const after = await log.head();
+    expect(after).toBeGreaterThan(before);
+    expect(after).toBe(await greatest());
+    await expect(
+      runner.transaction(async (m) => {
+        const row = await m.getRepository(Task).findOneByOrFail({ id: task.id });
+        row.title = 'rolled back';
+        await m.save(row);
+        throw new Error('roll back');
+      }),
+    ).rejects.toThrow('roll back');
+    expect(await log.head()).toBe(after);
   });
 
   it('a PATCH answers with the version and update date it wrote, as the change and the row have them; a PATCH that changes nothing writes nothing', async () => {
