@@ -1,6 +1,6 @@
 import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
-import { InjectDataSource, InjectRepository } from '@nestjs/typeorm';
-import { Between, DataSource, LessThan, LessThanOrEqual, Repository } from 'typeorm';
+import { InjectRepository } from '@nestjs/typeorm';
+import { Between, LessThan, LessThanOrEqual, Repository } from 'typeorm';
 import { PreparedSqlite } from '../common/sqlite-handle';
 import { InjectRealtimeOptions } from '../realtime.module-definition';
 import type { RealtimeModuleOptions } from '../realtime.options';
@@ -43,12 +43,12 @@ export class ChangeLogService implements OnModuleInit, OnApplicationShutdown {
     @InjectRepository(ChangeLogEntry) private readonly repo: Repository<ChangeLogEntry>,
     private readonly transactions: TransactionRunner,
     @InjectRealtimeOptions() options: RealtimeModuleOptions,
-    @InjectDataSource() dataSource: DataSource,
   ) {
     this.maxAgeMs = options.changeLog?.maxAgeMs ?? DAY;
     this.maxRows = options.changeLog?.maxRows ?? 1_000_000;
     this.pruneIntervalMs = options.changeLog?.pruneIntervalMs ?? 60_000;
-    const { driver } = repo.manager.connection;
+    const dataSource = repo.manager.connection;
+    const { driver } = dataSource;
     const seq = repo.metadata.findColumnWithPropertyName('seq')?.databaseName ?? 'seq';
     this.headSql = `SELECT MAX(${driver.escape(seq)}) AS ${driver.escape('max')} FROM ${tableOf(repo.metadata, driver)}`;
     this.sqliteHead = new PreparedSqlite(dataSource, this.headSql);
