@@ -14,7 +14,7 @@
  * BENCH_PACED_CHANGES (length of the paced series), BENCH_WARM_PUBLISHES (publishes before
  * anyone subscribes, in blocks of 500; quick: 10), BENCH_WARM_CHANGES (paced changes to the
  * subscribers before the scenarios, default 10; quick: 3), BENCH_FANOUT_ONLY=1 (no routing and
- * write-path child benches).
+ * write-path child benches), BENCH_PIN=0 (no CPU pinning of server and load generator: lib/cpus.ts).
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
@@ -31,6 +31,7 @@ import {
   rssBytes,
   runTimeMs,
 } from './lib/proc';
+import { pinSuite } from './lib/cpus';
 import { openConnections, runToCompletion, WANTED_FD_LIMIT } from './lib/process';
 import {
   connectTable,
@@ -671,6 +672,8 @@ async function main(): Promise<void> {
   );
   if (machine.nproc < 2)
     warnings.push(`only ${machine.nproc} CPU: server and load generator share it`);
+  const pinned = pinSuite();
+  log(pinned);
   const childFd = checkFdLimits(warnings);
   mkdirSync(RESULTS, { recursive: true });
   transpileBench();
@@ -739,6 +742,7 @@ async function main(): Promise<void> {
     quick: QUICK,
     machine,
     fdLimit: { ...fdLimit(), children: childFd },
+    placement: pinned,
     config: {
       ns: CONFIG.ns,
       burst: CONFIG.burst,

@@ -8,6 +8,7 @@ import type {
   LoadgenCommand,
   LoadgenMessage,
 } from './common';
+import { placement } from './cpus';
 import { spawnWithFdLimit } from './process';
 
 type Reply<T extends LoadgenMessage['type']> = Extract<LoadgenMessage, { type: T }>;
@@ -53,9 +54,12 @@ export class Loadgen {
     buildDir: string,
     onProgress: (phase: string, done: number, total: number) => void,
   ): Promise<Loadgen> {
-    const child = spawnWithFdLimit(process.execPath, [join(buildDir, 'loadgen.js')], {
-      stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
-    });
+    const child = spawnWithFdLimit(
+      process.execPath,
+      [join(buildDir, 'loadgen.js')],
+      { stdio: ['ignore', 'inherit', 'pipe', 'ipc'] },
+      placement()?.rest,
+    );
     const lg = new Loadgen(child, onProgress);
     await lg.expect('ready', 15_000);
     return lg;

@@ -3,6 +3,7 @@ import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { Agent, request } from 'node:http';
 import { createServer } from 'node:net';
 import { sleep } from './common';
+import { placement } from './cpus';
 
 /** Open-files limit asked for every server and load generator process. */
 export const WANTED_FD_LIMIT = 65536;
@@ -11,12 +12,19 @@ export const WANTED_FD_LIMIT = 65536;
  * Spawns `cmd args` through bash with the open-files limit raised: to WANTED_FD_LIMIT when
  * allowed, else to the hard limit. A child inherits its limit from the spawning process,
  * and Node cannot call setrlimit itself, so the shell's `ulimit` does it just before exec.
- * Stdio (an IPC channel included) passes through the exec unchanged.
+ * Stdio (an IPC channel included) passes through the exec unchanged. `cpus`: a taskset CPU
+ * list the child is confined to (see cpus.ts); without it, the child inherits this
+ * process's.
  */
-export function spawnWithFdLimit(cmd: string, args: string[], opts: SpawnOptions): ChildProcess {
+export function spawnWithFdLimit(
+  cmd: string,
+  args: string[],
+  opts: SpawnOptions,
+  cpus?: string,
+): ChildProcess {
   const script =
     `ulimit -n ${WANTED_FD_LIMIT} 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null; ` +
-    'exec "$0" "$@"';
+    (cpus ? `exec taskset -c ${cpus} "$0" "$@"` : 'exec "$0" "$@"');
   return spawn('bash', ['-c', script, cmd, ...args], opts);
 }
 
@@ -52,8 +60,14 @@ export class ManagedProcess {
     });
   }
 
+  /** Starts a server under test, on the servers' CPU when the suite is pinned (cpus.ts). */
   static start(name: string, cmd: string, args: string[], opts: SpawnOptions = {}): ManagedProcess {
-    const child = spawnWithFdLimit(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+    const child = spawnWithFdLimit(
+      cmd,
+      args,
+      { stdio: ['ignore', 'pipe', 'pipe'], ...opts },
+      placement()?.server,
+    );
     return new ManagedProcess(name, child);
   }
 
@@ -206,12 +220,18 @@ export function runToCompletion(
 ): Promise<ChildRun> {
   const started = Date.now();
   return new Promise((resolve) => {
-    const child = spawnWithFdLimit(cmd, args, {
-      cwd: opts.cwd,
-      env: opts.env ?? process.env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      detached: true,
-    });
+    const child = spawnWithFdLimit(
+      cmd,
+      args,
+      {
+        cwd: opts.cwd,
+        env: opts.env ?? process.env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        detached: true,
+      },
+      // the routing and write-path benches (and the app's build) get every CPU back
+      placement()?.all,
+    );
     let output = '';
     let partial = '';
     const take = (chunk: Buffer): void => {

@@ -101,6 +101,8 @@ export interface Results {
   quick: boolean;
   machine: MachineInfo;
   fdLimit: { soft: number; hard: number; children: number };
+  /** where the server and the load generator ran (cpus.ts) */
+  placement: string;
   config: {
     ns: number[];
     burst: number;
@@ -292,6 +294,7 @@ export function markdownReport(r: Results, svgFile: string | null, noRatio: stri
     `- commit: \`${r.commit}\`${r.dirty ? ' (working tree has uncommitted changes)' : ''}`,
     `- machine: ${m.nproc} CPU (\`nproc\`), ${m.cpuModel}, ${num(m.memTotalMiB)} MiB; Node ${m.node}; Linux ${m.kernel}; CLK_TCK ${m.clkTck}`,
     `- open files: soft ${r.fdLimit.soft}, hard ${r.fdLimit.hard}; servers and load generator ran with ${r.fdLimit.children}`,
+    `- ${r.placement}`,
     `- fan-out N: ${r.config.ns.join(', ')}; burst ${r.config.burst} changes; paced ${r.config.paced.changes} changes ${r.config.paced.intervalMs} ms apart; ${r.config.concurrency} handshakes in flight; payload ${r.config.payloadBytes} B`,
     `- duration: ${num(r.durationS)} s`,
     '',
