@@ -87,4 +87,33 @@ describe('ChangeFeedService', () => {
     ]);
     expect(delivered).toEqual(['1', '2']);
   });
+
+  it("a quiet feed hands a change over at once, after its commit and before the turn ends; busy, it batches to the turn's end", async () => {
+    const { bus, feed } = await startFeed([]);
+    const batches: string[][] = [];
+    feed.onChanges((changes) => batches.push(changes.map((c) => c.seq)));
+    feed.quietMs = 10_000; // long enough that nothing below is quiet by chance
+    await settle();
+    bus.publish([change(1)]); // a new feed is quiet
+    expect(batches).toEqual([]); // not inside the commit that published it
+    await Promise.resolve();
+    expect(batches).toEqual([['1']]); // but before this turn's I/O and timers
+    // right after a dispatch (its frames are still leaving): the turn's changes go together
+    bus.publish([change(2)]);
+    bus.publish([change(3)]);
+    await Promise.resolve();
+    expect(batches).toEqual([['1']]);
+    await turn();
+    expect(batches).toEqual([['1'], ['2', '3']]);
+    bus.publish([change(4)]); // within quietMs of the last dispatch: still batched
+    await Promise.resolve();
+    expect(batches).toEqual([['1'], ['2', '3']]);
+    await turn();
+    expect(batches).toEqual([['1'], ['2', '3'], ['4']]);
+    feed.quietMs = 20;
+    await new Promise((resolve) => setTimeout(resolve, 40)); // quiet again
+    bus.publish([change(5)]);
+    await Promise.resolve();
+    expect(batches).toEqual([['1'], ['2', '3'], ['4'], ['5']]);
+  });
 });

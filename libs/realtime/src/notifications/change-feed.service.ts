@@ -5,6 +5,7 @@ import {
   OnApplicationBootstrap,
   OnApplicationShutdown,
 } from '@nestjs/common';
+import { performance } from 'node:perf_hooks';
 import { CHANGE_BUS } from '../realtime.constants';
 import type { ChangeRecord } from '../realtime.types';
 import type { ChangeBus } from './change-bus';
@@ -31,6 +32,10 @@ export class ChangeFeedService implements OnApplicationBootstrap, OnApplicationS
   private readonly pending = new Map<number, ChangeRecord>();
   /** in order, waiting for this turn's dispatch */
   private queued: ChangeRecord[] = [];
+  /** a dispatch is scheduled or running, or its frames have not all left yet */
+  private busy = false;
+  /** when the last dispatch's frames had all been handed over (performance.now()) */
+  private lastSettled = -Infinity;
   private dispatchedUpTo = 0;
   private filling = false;
   /** a drain waits for the end of this event-loop turn (setImmediate) */
@@ -39,6 +44,8 @@ export class ChangeFeedService implements OnApplicationBootstrap, OnApplicationS
   private started = false;
   /** how often the log head is polled for changes that no bus message announced */
   pollIntervalMs = 1000;
+  /** how long after a dispatch the feed counts as busy, and batches to the turn's end (emit) */
+  quietMs = 5;
 
   constructor(
     @Inject(CHANGE_BUS) private readonly bus: ChangeBus,
@@ -143,26 +150,52 @@ export class ChangeFeedService implements OnApplicationBootstrap, OnApplicationS
   }
 
   /**
-   * Queues changes for the handlers, which run once per event-loop turn with everything
-   * that became ready in it: commits that land together (a burst) reach each subscriber as
-   * one frame instead of one frame each, and one syscall per client instead of many.
+   * Queues changes for the handlers.
+   *
+   * - On a quiet feed (no dispatch for `quietMs`, counted from when its frames had all
+   *   left), a change goes to the handlers at once: in a microtask after the commit that
+   *   made it ready, before the writer's continuation builds its HTTP response, as a
+   *   hand-written server broadcasts and then answers.
+   * - Otherwise it waits for the end of the event-loop turn (setImmediate) with everything
+   *   else that becomes ready meanwhile. Commits that land together (a burst, which the
+   *   first change's fan-out keeps waiting in the socket buffers) reach each subscriber as
+   *   one frame instead of one frame each: one syscall per client instead of many.
+   *
+   * Order holds either way: nothing is handed over while earlier changes wait in the queue.
    */
   private emit(changes: ChangeRecord[]): void {
-    if (this.queued.length === 0) setImmediate(this.dispatchQueued);
+    if (this.queued.length === 0) {
+      const quiet = !this.busy && performance.now() - this.lastSettled >= this.quietMs;
+      this.busy = true;
+      if (quiet) queueMicrotask(this.dispatchQueued);
+      else setImmediate(this.dispatchQueued);
+    }
     for (const change of changes) this.queued.push(change);
   }
+
+  /**
+   * After a dispatch: a tick later, when the frame writer has handed this dispatch's frames
+   * to the kernel (its flush is a nextTick queued during the dispatch, so it runs first).
+   */
+  private readonly settled = (): void => {
+    this.lastSettled = performance.now();
+    this.busy = this.queued.length > 0;
+  };
 
   private readonly dispatchQueued = (): void => {
     const changes = this.queued;
     this.queued = [];
-    if (changes.length === 0) return;
-    this.dispatchedUpTo = Number(changes[changes.length - 1].seq);
-    for (const handler of this.handlers) {
-      try {
-        handler(changes);
-      } catch (e) {
-        this.logger.error(`change delivery failed: ${(e as Error).stack}`);
+    if (changes.length > 0) {
+      this.dispatchedUpTo = Number(changes[changes.length - 1].seq);
+      for (const handler of this.handlers) {
+        try {
+          handler(changes);
+        } catch (e) {
+          this.logger.error(`change delivery failed: ${(e as Error).stack}`);
+        }
       }
     }
+    // queued after the handlers, so after any flush they queued
+    process.nextTick(this.settled);
   };
 }
