@@ -214,9 +214,10 @@ describe.each(
     );
   });
 
-  it("sends a tick's first EARLY_FRAMES frames at once and the rest at the end of the tick, in every tick", async () => {
-    // more than twice EARLY_FRAMES: the early flush happens once per tick, not every 16
-    for (let i = 0; i < 2 * EARLY_FRAMES + 8; i++) pairs.push(await socketPair());
+  it("sends a tick's first EARLY_FRAMES frames at once, then twice as many, the rest at the end of the tick, in every tick", async () => {
+    // EARLY_FRAMES leave, then the next 2 × EARLY_FRAMES; the last 8 wait for the tick's end
+    const leaveEarly = 3 * EARLY_FRAMES;
+    for (let i = 0; i < leaveEarly + 8; i++) pairs.push(await socketPair());
     const targets = pairs.map(({ writer }) => new FrameSocket(writer));
     for (const round of ['one', 'two']) {
       const change = part(round);
@@ -224,7 +225,7 @@ describe.each(
         writeTextFrame(target, Buffer.from(`{"sub":${i},"changes":[`), [change], SUFFIX, false),
       );
       // the first ones are with the kernel already; the others wait for the end of the tick
-      expect(targets.map((t) => t.inBatch)).toEqual(targets.map((_, i) => i >= EARLY_FRAMES));
+      expect(targets.map((t) => t.inBatch)).toEqual(targets.map((_, i) => i >= leaveEarly));
       expect(change.tail?.toString()).toBe(`"${round}"]}`); // encoded once, on both sides
       await new Promise((r) => setImmediate(r)); // the next tick: the batch has left
       expect(targets.some((t) => t.inBatch)).toBe(false);
