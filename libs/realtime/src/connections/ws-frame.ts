@@ -11,8 +11,9 @@ import { dirname, join } from 'node:path';
  * idle sockets are collected in a batch (each frame's header and message prefix in one
  * arena, its change bytes shared by every frame that carries them) and handed to the kernel
  * by one native call, a `sendmsg(2)` (`writev` without SIGPIPE) per socket, at the latest at
- * the end of the tick (the tick's first EARLY_FRAMES frames as soon as they are there, so
- * that the first subscribers need not wait for every other frame to be built). Without it
+ * the end of the tick (the tick's first EARLY_FRAMES frames as soon as they are there, then
+ * each time the batch has doubled, so that subscribers need not wait for every other frame
+ * to be built). Without it
  * (or for a socket created with `native` false), a frame is built in a scratch buffer and
  * written with one `fs.writeSync` on the socket's file descriptor. Either way there is no
  * Buffer, write request or callback per delivery.
