@@ -183,6 +183,42 @@ describeEachDb('WebSocket messages', (db) => {
     expect(changes[1]).toMatchObject({ operation: 'update', event: 'modified' });
   });
 
+  it('one change reaches each subscription once: two of one connection, and connections with one each', async () => {
+    // a connection with two subscriptions gets both frames of a dispatch in one write
+    // (SubscriptionsService.dispatch: framesDue); the others one frame each
+    const both = await connect(user());
+    const mine = await both.subscribe({ collection: 'tasks' });
+    const filtered = await both.subscribe({
+      collection: 'tasks',
+      filters: [{ type: 'field', field: 'priority', operator: 'gte', value: 4 }],
+    });
+    const singles = [await connect(user()), await connect(user())];
+    const singleIds = [];
+    for (const c of singles) singleIds.push(await c.subscribe({ collection: 'tasks' }));
+    const task = await seedTask(t, { priority: 5, title: 'seen by all' }, projectId);
+    await patchTask(t, task.id, { title: 'seen by all, 2' });
+    for (const id of [mine, filtered]) {
+      const changes = await both.waitChanges(id, 2);
+      expect(changes.map((c) => [c.documentId, c.operation])).toEqual([
+        [task.id, 'insert'],
+        [task.id, 'update'],
+      ]);
+    }
+    for (const [i, c] of singles.entries()) {
+      const changes = await c.waitChanges(singleIds[i], 2);
+      expect(changes.map((x) => x.operation)).toEqual(['insert', 'update']);
+      expect(changes[1].document.title).toBe('seen by all, 2');
+    }
+    // nothing twice: one data_change per subscription per change
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const frames = (c: WsClient, id: string) =>
+      c.messages.filter((m) => m.type === 'data_change' && m.data.subscriptionId === id);
+    expect(frames(both, mine).flatMap((f) => f.data.changes)).toHaveLength(2);
+    expect(frames(both, filtered).flatMap((f) => f.data.changes)).toHaveLength(2);
+    for (const [i, c] of singles.entries())
+      expect(frames(c, singleIds[i]).flatMap((f) => f.data.changes)).toHaveLength(2);
+  });
+
   it('subscribe with includeInitialData: initial_data chunks before any data_change', async () => {
     const task = await seedTask(t, { title: 'snap' }, projectId);
     const c = await connect(user());
