@@ -215,9 +215,10 @@ describe.each(
   });
 
   it("sends a tick's first EARLY_FRAMES frames at once, then twice as many, the rest at the end of the tick, in every tick", async () => {
-    // EARLY_FRAMES leave, then the next 2 × EARLY_FRAMES; the last 8 wait for the tick's end
+    // EARLY_FRAMES leave, then the next 2 × EARLY_FRAMES; the rest (fewer than the next
+    // doubling, more than EARLY_FRAMES: a flush every EARLY_FRAMES would take some) wait
     const leaveEarly = 3 * EARLY_FRAMES;
-    for (let i = 0; i < leaveEarly + 8; i++) pairs.push(await socketPair());
+    for (let i = 0; i < leaveEarly + EARLY_FRAMES + 8; i++) pairs.push(await socketPair());
     const targets = pairs.map(({ writer }) => new FrameSocket(writer));
     for (const round of ['one', 'two']) {
       const change = part(round);

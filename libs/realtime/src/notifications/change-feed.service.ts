@@ -185,17 +185,20 @@ export class ChangeFeedService implements OnApplicationBootstrap, OnApplicationS
   private readonly dispatchQueued = (): void => {
     const changes = this.queued;
     this.queued = [];
-    if (changes.length > 0) {
-      this.dispatchedUpTo = Number(changes[changes.length - 1].seq);
-      for (const handler of this.handlers) {
-        try {
-          handler(changes);
-        } catch (e) {
-          this.logger.error(`change delivery failed: ${(e as Error).stack}`);
+    try {
+      if (changes.length > 0) {
+        this.dispatchedUpTo = Number(changes[changes.length - 1].seq);
+        for (const handler of this.handlers) {
+          try {
+            handler(changes);
+          } catch (e) {
+            this.logger.error(`change delivery failed: ${(e as Error)?.stack ?? String(e)}`);
+          }
         }
       }
+    } finally {
+      // queued after the handlers, so after any flush they queued
+      process.nextTick(this.settled);
     }
-    // queued after the handlers, so after any flush they queued
-    process.nextTick(this.settled);
   };
 }
