@@ -22,8 +22,6 @@ export interface Placement {
   rest: string;
   /** every CPU this process was allowed at start: for the routing and write-path benches */
   all: string;
-  /** one line for the report */
-  note: string;
 }
 
 let current: Placement | null = null;
@@ -65,9 +63,9 @@ export function pinSuite(): string {
   } catch (err) {
     return `CPU placement: left to the scheduler (taskset failed: ${(err as Error).message})`;
   }
-  const note =
+  current = { server, rest, all: cpus.join(',') };
+  return (
     `CPU placement: each server on CPU ${server}, the load generator and the publisher on ` +
-    `CPU ${rest} (taskset; BENCH_PIN=0 turns it off)`;
-  current = { server, rest, all: cpus.join(','), note };
-  return note;
+    `CPU ${rest} (taskset; BENCH_PIN=0 turns it off)`
+  );
 }
