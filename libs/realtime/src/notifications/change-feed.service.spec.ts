@@ -116,4 +116,23 @@ describe('ChangeFeedService', () => {
     await Promise.resolve();
     expect(batches).toEqual([['1'], ['2', '3'], ['4'], ['5']]);
   });
+
+  it('a handler that throws, even something that is not an Error, leaves the feed able to go quiet again', async () => {
+    const { bus, feed } = await startFeed([]);
+    const batches: string[][] = [];
+    feed.onChanges(() => {
+      throw undefined;
+    });
+    feed.onChanges((changes) => batches.push(changes.map((c) => c.seq)));
+    (feed as unknown as { logger: { error: () => void } }).logger.error = () => undefined;
+    feed.quietMs = 20;
+    await settle();
+    bus.publish([change(1)]);
+    await Promise.resolve();
+    expect(batches).toEqual([['1']]); // the handlers after the throwing one still ran
+    await new Promise((resolve) => setTimeout(resolve, 40));
+    bus.publish([change(2)]);
+    await Promise.resolve();
+    expect(batches).toEqual([['1'], ['2']]); // at once again: the feed did not stay busy
+  });
 });
