@@ -13,10 +13,9 @@ import { dirname, join } from 'node:path';
  * by one native call, a `sendmsg(2)` (`writev` without SIGPIPE) per socket, at the latest at
  * the end of the tick (the tick's first EARLY_FRAMES frames as soon as they are there, then
  * each time the batch has doubled, so that subscribers need not wait for every other frame
- * to be built). Without it
- * (or for a socket created with `native` false), a frame is built in a scratch buffer and
- * written with one `fs.writeSync` on the socket's file descriptor. Either way there is no
- * Buffer, write request or callback per delivery.
+ * to be built). Without it (or for a socket created with `native` false), a frame is built
+ * in a scratch buffer and written with one `fs.writeSync` on the socket's file descriptor.
+ * Either way there is no Buffer, write request or callback per delivery.
  *
  * Whatever the kernel does not take at once (a full send buffer), and every frame of a
  * socket that has data queued, goes through `socket.write`, so bytes stay in order with
