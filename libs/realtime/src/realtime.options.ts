@@ -82,7 +82,11 @@ export interface RealtimeModuleOptions {
   limits?: Partial<RealtimeLimits>;
   /** @default '/realtime' */
   pathPrefix?: string;
-  /** @default 30000 */
+  /**
+   * How often each connection gets a heartbeat (WebSocket ping, SSE `heartbeat` event); the
+   * connections' heartbeats are spread over the interval, not sent all at once.
+   * @default 30000
+   */
   heartbeatIntervalMs?: number;
   /**
    * How often the event loop's delay is sampled for `nodejs_eventloop_lag_*`, in ms. Each

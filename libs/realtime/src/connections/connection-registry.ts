@@ -16,6 +16,7 @@ import type { Principal } from '../realtime.types';
 import { emit } from '../subscriptions/subscription-sink';
 import { SubscriptionsService } from '../subscriptions/subscriptions.service';
 import type { Connection } from './connection';
+import { HeartbeatWheel } from './heartbeat-wheel';
 
 /** Longest expiry timer: past it the sweep just arms again (one wake-up a minute at most). */
 const MAX_EXPIRY_DELAY_MS = 60_000;
@@ -33,7 +34,8 @@ export class ConnectionRegistry
   private readonly connections = new Map<string, Connection>();
   private readonly byUser = new Map<string, Set<Connection>>();
   private readonly attempts = new ThrottlerStorageService();
-  private heartbeatTimer?: NodeJS.Timeout;
+  /** every connection's heartbeat, spread over the interval (see HeartbeatWheel) */
+  private readonly heartbeats: HeartbeatWheel<Connection>;
   /**
    * Token expiries, bucketed by the second: one timer for all connections instead of one
    * each (a timer per connection costs memory and, with distinct delays, a timer list
@@ -58,16 +60,16 @@ export class ConnectionRegistry
   ) {
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.heartbeatIntervalMs = options.heartbeatIntervalMs ?? 30_000;
+    this.heartbeats = new HeartbeatWheel(this.heartbeatIntervalMs, (c) => this.beat(c));
   }
 
   onModuleInit(): void {
-    this.heartbeatTimer = setInterval(() => this.beat(), this.heartbeatIntervalMs);
-    this.heartbeatTimer.unref();
+    this.heartbeats.start();
   }
 
   onModuleDestroy(): void {
     this.destroyed = true;
-    clearInterval(this.heartbeatTimer);
+    this.heartbeats.stop();
     clearTimeout(this.expiryTimer);
     this.expiryDue = Infinity;
     this.attempts.onApplicationShutdown();
@@ -118,6 +120,7 @@ export class ConnectionRegistry
     }
     mine.add(connection);
     this.connections.set(connection.id, connection);
+    this.heartbeats.add(connection);
     this.metrics.connections.inc({ transport: connection.transport });
     this.scheduleExpiry(connection);
     this.audit.record({
@@ -142,6 +145,7 @@ export class ConnectionRegistry
     connection.open = false;
     this.unscheduleExpiry(connection);
     if (!this.connections.delete(connection.id)) return;
+    this.heartbeats.remove(connection);
     const mine = this.byUser.get(connection.principal.userId);
     mine?.delete(connection);
     if (mine && mine.size === 0) this.byUser.delete(connection.principal.userId);
@@ -238,26 +242,24 @@ export class ConnectionRegistry
     this.drop(connection, 4001, 'token expired', 'token_expired');
   }
 
-  private beat(): void {
-    for (const connection of this.connections.values()) {
-      if (connection.transport === 'websocket') {
-        if (connection.missedPongs >= 2) {
-          this.drop(connection, 1006, 'heartbeat timeout', 'heartbeat_timeout');
-          continue;
-        }
-        connection.missedPongs++;
+  private beat(connection: Connection): void {
+    if (connection.transport === 'websocket') {
+      if (connection.missedPongs >= 2) {
+        this.drop(connection, 1006, 'heartbeat timeout', 'heartbeat_timeout');
+        return;
       }
-      try {
-        connection.heartbeat();
-      } catch (e) {
-        this.logger.warn(`heartbeat to ${connection.id} failed: ${(e as Error).message}`);
-      }
+      connection.missedPongs++;
+    }
+    try {
+      connection.heartbeat();
+    } catch (e) {
+      this.logger.warn(`heartbeat to ${connection.id} failed: ${(e as Error).message}`);
     }
   }
 
   /** Graceful shutdown: subscription_ended server_shutdown, close 1001, audit flushed. */
   async beforeApplicationShutdown(): Promise<void> {
-    clearInterval(this.heartbeatTimer);
+    this.heartbeats.stop();
     const closing: Promise<void>[] = [];
     for (const connection of [...this.connections.values()]) {
       this.subscriptions.endAll(connection, 'server_shutdown');

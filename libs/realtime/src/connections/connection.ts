@@ -12,6 +12,8 @@ export abstract class Connection implements SubscriptionSink {
   expiresAtSecond?: number;
   /** heartbeats sent without an answer (WebSocket pong) */
   missedPongs = 0;
+  /** the connection's slot on the registry's HeartbeatWheel (-1: none) */
+  heartbeatSlot = -1;
   /** frames the engine's current dispatch still owes this connection */
   framesDue = 0;
 

@@ -1,0 +1,72 @@
+import { HeartbeatWheel, MAX_HEARTBEAT_SLOTS } from './heartbeat-wheel';
+
+interface Member {
+  name: string;
+  heartbeatSlot: number;
+}
+const member = (name: string): Member => ({ name, heartbeatSlot: -1 });
+
+describe('HeartbeatWheel', () => {
+  beforeEach(() => jest.useFakeTimers());
+  afterEach(() => jest.useRealTimers());
+
+  it('beats every member once per interval, a slot at a time', () => {
+    const beats: string[] = [];
+    const wheel = new HeartbeatWheel<Member>(30_000, (m) => beats.push(m.name));
+    expect(wheel.slots.length).toBe(MAX_HEARTBEAT_SLOTS);
+    expect(wheel.tickMs).toBe(1000);
+    const members = Array.from({ length: 90 }, (_, i) => member(`m${i}`));
+    for (const m of members) wheel.add(m);
+    // joined together, spread over every slot
+    expect(wheel.slots.map((s) => s.size)).toEqual(Array(30).fill(3));
+    wheel.start();
+    jest.advanceTimersByTime(1000);
+    expect(beats).toEqual(['m0', 'm30', 'm60']);
+    jest.advanceTimersByTime(29_000);
+    expect(beats.length).toBe(90);
+    expect(new Set(beats).size).toBe(90);
+    jest.advanceTimersByTime(30_000);
+    expect(beats.length).toBe(180);
+    for (const m of members) expect(beats.filter((b) => b === m.name)).toEqual([m.name, m.name]);
+    wheel.stop();
+    jest.advanceTimersByTime(60_000);
+    expect(beats.length).toBe(180);
+  });
+
+  it('never ticks faster than every 100 ms; a short interval has fewer slots', () => {
+    const beats: string[] = [];
+    const wheel = new HeartbeatWheel<Member>(1000, (m) => beats.push(m.name));
+    expect(wheel.slots.length).toBe(10);
+    expect(wheel.tickMs).toBe(100);
+    const one = new HeartbeatWheel<Member>(50, () => undefined);
+    expect(one.slots.length).toBe(1);
+    expect(one.tickMs).toBe(50);
+    const m = member('a');
+    wheel.add(m);
+    wheel.start();
+    jest.advanceTimersByTime(3000);
+    expect(beats).toEqual(['a', 'a', 'a']);
+    wheel.stop();
+  });
+
+  it('forgets a removed member, also when a beat removes it or another of its slot', () => {
+    const wheel: HeartbeatWheel<Member> = new HeartbeatWheel<Member>(100, (m) => {
+      beats.push(m.name);
+      wheel.remove(m); // as a heartbeat timeout drops the connection
+      if (m.name === 'a') wheel.remove(c);
+    });
+    const beats: string[] = [];
+    const [a, b, c] = [member('a'), member('b'), member('c')];
+    for (const m of [a, b, c]) wheel.add(m);
+    expect(wheel.size).toBe(3);
+    wheel.tick();
+    expect(beats).toEqual(['a', 'b']);
+    expect(wheel.size).toBe(0);
+    expect([a.heartbeatSlot, b.heartbeatSlot, c.heartbeatSlot]).toEqual([-1, -1, -1]);
+    wheel.add(b);
+    wheel.add(b); // twice: still once
+    expect(wheel.size).toBe(1);
+    wheel.remove(a); // not on it: nothing
+    expect(wheel.size).toBe(1);
+  });
+});
