@@ -5,7 +5,7 @@ import type { EmitOptions } from '../subscriptions/subscription-sink';
 import type { Socket } from 'node:net';
 import type { PreparedChange, Subscription } from '../subscriptions/subscription';
 import { Connection } from './connection';
-import { flushFrameWrites, FrameSocket, writeTextFrame } from './ws-frame';
+import { flushFrameWrites, FrameSocket, PING_FRAME, writeFrame, writeTextFrame } from './ws-frame';
 
 const SUFFIX = Buffer.from(']}}');
 const CONNECTION = Symbol('realtime.connection');
@@ -96,15 +96,18 @@ export class WsConnection extends Connection {
     if (backlog > this.maxBufferedBytes) this.owner.onOverflow(this);
   }
 
+  /** The TCP socket to write frames to directly, made on first use; null when there is none. */
+  private frameSocket(): FrameSocket | null {
+    if (this.frames !== null) return this.frames;
+    const raw = (this.socket as unknown as { _socket?: Socket })._socket;
+    return raw ? (this.frames = new FrameSocket(raw, this.nativeWrites)) : null;
+  }
+
   /** The fan-out fast path: frame the shared change bytes and write them to the socket. */
   emitChanges(subscription: Subscription, changes: readonly PreparedChange[], more = false): void {
     if (!this.open || this.socket.readyState !== 1) return;
-    let target = this.frames;
-    if (target === null) {
-      const raw = (this.socket as unknown as { _socket?: Socket })._socket;
-      if (!raw) return;
-      target = this.frames = new FrameSocket(raw, this.nativeWrites);
-    }
+    const target = this.frameSocket();
+    if (target === null) return;
     const prefix = (subscription.wsPrefix ??= Buffer.from(
       `{"type":"data_change","data":{"subscriptionId":"${subscription.id}","changes":[`,
     ));
@@ -134,7 +137,18 @@ export class WsConnection extends Connection {
     return new Promise((resolve) => this.socket.once('close', () => resolve()));
   }
 
+  /**
+   * A ping frame, written like a change's frame (the native batch: a heartbeat slot's pings
+   * leave in one native call); `ws` reads the pong. Nothing once the socket is closing, as
+   * `ws`'s own `ping()` would send nothing.
+   */
   heartbeat(): void {
+    if (this.socket.readyState !== 1) return;
+    const target = this.frameSocket();
+    if (target !== null) {
+      writeFrame(target, PING_FRAME);
+      return;
+    }
     this.beforeOwnWrite();
     this.socket.ping();
   }

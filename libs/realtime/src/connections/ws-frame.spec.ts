@@ -6,15 +6,25 @@ import {
   FrameSocket,
   nativeFrameWriterLoaded,
   nativeFrameWriterStatus,
+  PING_FRAME,
+  writeFrame,
   writeTextFrame,
   type EncodedJson,
 } from './ws-frame';
 
-/** The complete WebSocket text frames (unmasked, as a server sends them) at the start of `bytes`. */
+/**
+ * The complete WebSocket text frames (unmasked, as a server sends them) at the start of
+ * `bytes`; a ping without payload reads `<ping>`.
+ */
 function parseFrames(bytes: Buffer): string[] {
   const out: string[] = [];
   let at = 0;
   while (at + 2 <= bytes.length) {
+    if (bytes[at] === 0x89 && bytes[at + 1] === 0) {
+      out.push('<ping>');
+      at += 2;
+      continue;
+    }
     if (bytes[at] !== 0x81) throw new Error(`not a final text frame at byte ${at}: ${bytes[at]}`);
     let length = bytes[at + 1];
     let offset = at + 2;
@@ -162,6 +172,38 @@ describe.each(
     await new Promise((r) => setTimeout(r, 50)); // past the end-of-tick sweep
     ownWrite(Buffer.from([0x81, 6, ...Buffer.from('"last"')]));
     expect(await readAll(3)).toEqual(['{"changes":["a"]}', '"end"', '"last"']);
+  });
+
+  it('writeFrame sends a ping after what is staged, batched or queued for its socket, never before', async () => {
+    writeTextFrame(target, PREFIX, [part('staged')], SUFFIX, true);
+    writeFrame(target, PING_FRAME);
+    writeTextFrame(target, PREFIX, [part('batched')], SUFFIX, false);
+    writeFrame(target, PING_FRAME);
+    writeFrame(target, PING_FRAME);
+    expect(await readAll(5)).toEqual([
+      '{"changes":["staged"]}',
+      '<ping>',
+      '{"changes":["batched"]}',
+      '<ping>',
+      '<ping>',
+    ]);
+    // behind a full kernel buffer the pings queue on the stream, in their place
+    reader.pause();
+    const big = 'x'.repeat(200_000);
+    const sent: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      writeTextFrame(target, PREFIX, [part(`${i}${big}`)], SUFFIX, false);
+      sent.push(`{"changes":[${JSON.stringify(`${i}${big}`)}]}`);
+      if (i % 10 === 9) {
+        writeFrame(target, PING_FRAME);
+        sent.push('<ping>');
+      }
+    }
+    flushFrameWrites();
+    expect(writer.writableLength).toBeGreaterThan(0);
+    const got = await readAll(5 + sent.length);
+    expect(got.slice(5)).toEqual(sent);
+    expect(PING_FRAME).toEqual(Buffer.from([0x89, 0x00])); // shared, never written into
   });
 
   it('does not throw when the peer is gone; the socket reports the error the usual way', async () => {

@@ -441,6 +441,20 @@ function send(target: FrameSocket, data: Buffer, length: number): void {
   target.socket.write(data === scratch ? Buffer.from(rest) : rest);
 }
 
+/** A ping without payload, as `ws`'s `ping()` sends it (server frames are not masked). */
+export const PING_FRAME: Buffer = Buffer.from([0x89, 0x00]);
+
+/**
+ * Writes a whole frame that is never changed afterwards (e.g. PING_FRAME) to the socket,
+ * after whatever is staged or batched for it: through the native batch when the socket is
+ * idle, like a change's frame, so that a heartbeat to many sockets costs one native call per
+ * batch rather than a stream write each.
+ */
+export function writeFrame(target: FrameSocket, frame: Buffer): void {
+  if (target.staged !== null) target.flushStaged(frame);
+  else send(target, frame, frame.length);
+}
+
 /** Sockets with staged frames. */
 const withStaged = new Set<FrameSocket>();
 let sweepScheduled = false;
