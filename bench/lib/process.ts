@@ -1,7 +1,9 @@
 /** Child processes, ports and HTTP for the orchestrator. */
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { createWriteStream, mkdirSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { createServer } from 'node:net';
+import { join } from 'node:path';
 import { sleep } from './common';
 import { placement } from './cpus';
 
@@ -47,6 +49,15 @@ export class ManagedProcess {
     };
     child.stdout?.on('data', keep);
     child.stderr?.on('data', keep);
+    // BENCH_SERVER_LOG=<dir>: all of it, e.g. what `--trace-gc` or `--trace-deopt` print
+    const dir = process.env.BENCH_SERVER_LOG;
+    if (dir) {
+      mkdirSync(dir, { recursive: true });
+      const log = createWriteStream(join(dir, `${name}-${child.pid ?? 'unknown'}.log`));
+      child.stdout?.on('data', (chunk: Buffer) => log.write(chunk));
+      child.stderr?.on('data', (chunk: Buffer) => log.write(chunk));
+      child.on('close', () => log.end());
+    }
     this.exited = new Promise((resolve) => {
       child.on('exit', (code, signal) => {
         this.exitCode = code ?? (signal ? -1 : null);
