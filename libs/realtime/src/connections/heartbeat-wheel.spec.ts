@@ -41,6 +41,10 @@ describe('HeartbeatWheel', () => {
     const one = new HeartbeatWheel<Member>(50, () => undefined);
     expect(one.slots.length).toBe(1);
     expect(one.tickMs).toBe(50);
+    // never longer than the interval allows: 1 234 ms in 12 slots of 102 ms
+    const odd = new HeartbeatWheel<Member>(1234, () => undefined);
+    expect([odd.slots.length, odd.tickMs]).toEqual([12, 102]);
+    expect(odd.slots.length * odd.tickMs).toBeLessThanOrEqual(1234);
     const m = member('a');
     wheel.add(m);
     wheel.start();

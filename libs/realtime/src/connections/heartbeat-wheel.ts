@@ -38,7 +38,8 @@ export class HeartbeatWheel<T extends HeartbeatMember> {
       Math.min(MAX_HEARTBEAT_SLOTS, Math.floor(intervalMs / MIN_HEARTBEAT_SLOT_MS)),
     );
     this.slots = Array.from({ length: count }, () => new Set<T>());
-    this.tickMs = intervalMs / count;
+    // rounded down: a member's heartbeats come at most `intervalMs` apart, never more
+    this.tickMs = Math.max(1, Math.floor(intervalMs / count));
   }
 
   get size(): number {
