@@ -763,6 +763,27 @@ describe('WebSocket heartbeat [sqlite]', () => {
     ).toBe(1);
     healthy.close();
   });
+
+  it('pings leave between change frames without breaking one: every change arrives, in order', async () => {
+    const c = await WsClient.open(t.ws, t.token(user()));
+    let pings = 0;
+    c.socket.on('ping', () => pings++);
+    const subId = await c.subscribe({ collection: 'tasks' });
+    const task = await seedTask(t, { title: 'beat 0' });
+    // writes spread over more than two intervals, so that pings fall among the frames
+    let writes = 1;
+    const until = Date.now() + 2500;
+    while (Date.now() < until || pings < 2) {
+      await patchTask(t, task.id, { title: `beat ${writes++}` });
+    }
+    const changes = await c.waitChanges(subId, writes);
+    expect(changes.map((x) => (x.document as { title: string }).title)).toEqual(
+      Array.from({ length: writes }, (_, i) => `beat ${i}`),
+    );
+    expect(pings).toBeGreaterThanOrEqual(2);
+    await expectUsable(c);
+    c.close();
+  });
 });
 
 describe('WebSocket connection attempts per IP [sqlite]', () => {

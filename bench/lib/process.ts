@@ -53,7 +53,9 @@ export class ManagedProcess {
     const dir = process.env.BENCH_SERVER_LOG;
     if (dir) {
       mkdirSync(dir, { recursive: true });
-      const log = createWriteStream(join(dir, `${name}-${child.pid ?? 'unknown'}.log`));
+      const file = join(dir, `${name}-${child.pid ?? 'unknown'}.log`);
+      const log = createWriteStream(file);
+      log.on('error', (e) => console.error(`BENCH_SERVER_LOG: ${file}: ${e.message}`));
       child.stdout?.on('data', (chunk: Buffer) => log.write(chunk));
       child.stderr?.on('data', (chunk: Buffer) => log.write(chunk));
       child.on('close', () => log.end());

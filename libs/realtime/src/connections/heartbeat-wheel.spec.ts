@@ -53,6 +53,38 @@ describe('HeartbeatWheel', () => {
     wheel.stop();
   });
 
+  it('keeps every member beaten once per interval when a busy event loop makes its ticks late', async () => {
+    jest.useRealTimers();
+    // 10 slots of 100 ms, one member each, and other work that blocks the event loop for
+    // 40 ms every 130 ms: ticks counted from when the last one ran (setInterval) drift by
+    // the lateness of each and manage about 35 in 4.5 s; against fixed deadlines the 40
+    // due by 4 s are all beaten
+    const beats = new Map<string, number>();
+    const wheel = new HeartbeatWheel<Member>(1000, (m) => {
+      beats.set(m.name, (beats.get(m.name) ?? 0) + 1);
+    });
+    const busy = setInterval(() => {
+      const until = Date.now() + 40;
+      while (Date.now() < until); // someone else's work
+    }, 130);
+    const members = Array.from({ length: 10 }, (_, i) => member(`m${i}`));
+    for (const m of members) wheel.add(m);
+    wheel.start();
+    await new Promise((resolve) => setTimeout(resolve, 4500));
+    wheel.stop();
+    clearInterval(busy);
+    const short = members.filter((m) => (beats.get(m.name) ?? 0) < 4).map((m) => m.name);
+    expect(short).toEqual([]);
+  });
+
+  it('refuses an interval that is not a positive number', () => {
+    for (const bad of [0, -5, Number.NaN, Number.POSITIVE_INFINITY]) {
+      expect(() => new HeartbeatWheel<Member>(bad, () => undefined)).toThrow(
+        /heartbeatIntervalMs must be a positive number/,
+      );
+    }
+  });
+
   it('forgets a removed member, also when a beat removes it or another of its slot', () => {
     const wheel: HeartbeatWheel<Member> = new HeartbeatWheel<Member>(100, (m) => {
       beats.push(m.name);

@@ -24,6 +24,8 @@ export class HeartbeatWheel<T extends HeartbeatMember> {
   readonly slots: Set<T>[];
   readonly tickMs: number;
   private timer?: NodeJS.Timeout;
+  /** when the next slot is due (performance.now()) */
+  private due = 0;
   /** the slot the next member joins */
   private nextJoin = 0;
   /** the slot the next tick beats */
@@ -33,6 +35,9 @@ export class HeartbeatWheel<T extends HeartbeatMember> {
     readonly intervalMs: number,
     private readonly beat: (member: T) => void,
   ) {
+    if (!Number.isFinite(intervalMs) || intervalMs <= 0) {
+      throw new Error(`heartbeatIntervalMs must be a positive number of ms, not ${intervalMs}`);
+    }
     const count = Math.max(
       1,
       Math.min(MAX_HEARTBEAT_SLOTS, Math.floor(intervalMs / MIN_HEARTBEAT_SLOT_MS)),
@@ -48,15 +53,38 @@ export class HeartbeatWheel<T extends HeartbeatMember> {
     return size;
   }
 
+  /**
+   * Beats a slot every `tickMs`, against fixed deadlines rather than with `setInterval`,
+   * which counts each period from when its callback ran: 30 late ticks would add up to an
+   * interval far longer than `intervalMs` on a busy event loop. A late timer beats every
+   * slot that is due (at most one round).
+   */
   start(): void {
     if (this.timer) return;
-    this.timer = setInterval(() => this.tick(), this.tickMs);
-    this.timer.unref();
+    this.due = performance.now() + this.tickMs;
+    this.arm();
   }
 
   stop(): void {
-    clearInterval(this.timer);
+    clearTimeout(this.timer);
     this.timer = undefined;
+  }
+
+  private arm(): void {
+    this.timer = setTimeout(() => this.onTimer(), Math.max(0, this.due - performance.now()));
+    this.timer.unref();
+  }
+
+  private onTimer(): void {
+    // a timer may fire a fraction of a ms before its deadline as performance.now() reads it
+    const now = performance.now() + 1;
+    for (let beaten = 0; this.due <= now && beaten < this.slots.length; beaten++) {
+      this.tick();
+      this.due += this.tickMs;
+    }
+    // stalled for a whole round or more: every slot was just beaten; go on from now
+    if (this.due <= now) this.due = now + this.tickMs;
+    if (this.timer !== undefined) this.arm();
   }
 
   add(member: T): void {
