@@ -255,14 +255,18 @@ describeEachDb('SSE', (db) => {
 describe('SSE: one event larger than MAX_BUFFERED_BYTES [sqlite]', () => {
   let t: TestApp;
   beforeAll(async () => {
-    t = await startTestApp('sqlite', { MAX_BUFFERED_BYTES: String(256 * 1024) });
+    // heartbeats every second: some come due while the big event is still being written
+    t = await startTestApp('sqlite', {
+      MAX_BUFFERED_BYTES: String(256 * 1024),
+      HEARTBEAT_INTERVAL_MS: '1000',
+    });
   });
   afterAll(async () => {
     SseClient.closeAll();
     await t?.close();
   });
 
-  it('a transaction whose changes make one ~18 MB event reaches a reading stream, which stays open for the next change; one event is not a backlog', async () => {
+  it('a transaction whose changes make one ~18 MB event reaches a reading stream, which stays open for the next change; neither one event nor a heartbeat behind it is a backlog', async () => {
     const project = await t.api(USERS.alice, 'POST', '/api/projects', {
       name: 'P',
       department: 'eng',
@@ -280,6 +284,9 @@ describe('SSE: one event larger than MAX_BUFFERED_BYTES [sqlite]', () => {
     const small = await seedTask(t, { title: 'after' }, projectId);
     const all = await c.waitChanges(subId, 37, 30_000);
     expect(all[36].documentId).toBe(small.id);
+    // one stream throughout: not closed as a slow consumer and reconnected
+    expect(c.events.filter((e) => e.type === 'connection_established')).toHaveLength(1);
+    expect(c.events.some((e) => e.type === 'heartbeat')).toBe(true);
     c.close();
   });
 });

@@ -21,6 +21,8 @@ export class SseConnection extends Connection {
   /** greatest seq of a change written on this stream */
   private sentUpTo = 0;
   private batch: { type: ServerEventType; data: string; eventId?: string }[] = [];
+  /** the batch holds something besides heartbeats (see flush) */
+  private batchHasEvents = false;
   /** the seq up to which every subscription of this stream has been sent all it owes */
   safeId: () => number = () => Number.MAX_SAFE_INTEGER;
 
@@ -39,11 +41,14 @@ export class SseConnection extends Connection {
     if (!this.open) return;
     if (this.batch.length === 0) process.nextTick(this.flush);
     this.batch.push({ type, data: dataJson, eventId: options?.eventId });
+    if (type !== 'heartbeat') this.batchHasEvents = true;
   }
 
   private readonly flush = (): void => {
     const batch = this.batch;
+    const events = this.batchHasEvents;
     this.batch = [];
+    this.batchHasEvents = false;
     if (!this.open || batch.length === 0) return;
     let last = -1;
     for (let i = batch.length - 1; i >= 0; i--) {
@@ -65,10 +70,12 @@ export class SseConnection extends Connection {
       text += `event: ${type}\n${i === idFor ? `id: ${this.lastId}\n` : ''}data: ${data}\n\n`;
     }
     // a slow consumer is one whose backlog was over the limit before this write; the write
-    // itself does not count (one event larger than the limit would close it every time)
+    // itself does not count (one event larger than the limit would close it every time),
+    // nor does a heartbeat: one due while a large event is still being read would close a
+    // stream that reads as fast as it can (as a WebSocket ping never does)
     const backlog = this.res.writableLength;
     this.res.write(text);
-    if (backlog > this.maxBufferedBytes) this.onOverflow(this);
+    if (events && backlog > this.maxBufferedBytes) this.onOverflow(this);
   };
 
   close(): void {
