@@ -11,15 +11,9 @@ const owner: WsConnectionOwner = {
   onOverflow: () => undefined,
 };
 
-/** A real `ws` server socket wrapped as the gateway wraps it, and the client at the other end. */
-async function pair(native: boolean) {
-  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1', perMessageDeflate: false });
-  await once(wss, 'listening');
-  const accepted = once(wss, 'connection') as Promise<[WebSocket]>;
-  const client = new WebSocket(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}`);
-  const [socket] = await accepted;
-  await once(client, 'open');
-  const connection = new WsConnection(
+/** A server-side `ws` socket wrapped as the gateway wraps it. */
+function wrap(socket: WebSocket, native: boolean): WsConnection {
+  return new WsConnection(
     socket,
     { userId: 'u', roles: [], attrs: {}, exp: Math.floor(Date.now() / 1000) + 60 },
     createMongoAbility([]),
@@ -29,6 +23,17 @@ async function pair(native: boolean) {
     1 << 20,
     native,
   );
+}
+
+/** A real `ws` server socket wrapped as the gateway wraps it, and the client at the other end. */
+async function pair(native: boolean) {
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1', perMessageDeflate: false });
+  await once(wss, 'listening');
+  const accepted = once(wss, 'connection') as Promise<[WebSocket]>;
+  const client = new WebSocket(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}`);
+  const [socket] = await accepted;
+  await once(client, 'open');
+  const connection = wrap(socket, native);
   return { wss, client, socket, connection };
 }
 
@@ -69,16 +74,7 @@ describe.each(nativeFrameWriterLoaded ? [true, false] : [false])(
       raw.on('data', (c: Buffer) => chunks.push(c));
       try {
         const [socket] = await accepted;
-        const connection = new WsConnection(
-          socket,
-          { userId: 'u', roles: [], attrs: {}, exp: Math.floor(Date.now() / 1000) + 60 },
-          createMongoAbility([]),
-          { ip: '127.0.0.1', userAgent: null },
-          10,
-          owner,
-          1 << 20,
-          native,
-        );
+        const connection = wrap(socket, native);
         connection.heartbeat(); // open: a ping (in the native batch, when there is one)
         connection.close(1000, 'bye'); // as the gateway closes: what is batched goes first
         expect(socket.readyState).toBe(WebSocket.CLOSING);
