@@ -21,8 +21,6 @@ export class SseConnection extends Connection {
   /** greatest seq of a change written on this stream */
   private sentUpTo = 0;
   private batch: { type: ServerEventType; data: string; eventId?: string }[] = [];
-  /** the batch holds something besides heartbeats (see flush) */
-  private batchHasEvents = false;
   /** the seq up to which every subscription of this stream has been sent all it owes */
   safeId: () => number = () => Number.MAX_SAFE_INTEGER;
 
@@ -41,14 +39,11 @@ export class SseConnection extends Connection {
     if (!this.open) return;
     if (this.batch.length === 0) process.nextTick(this.flush);
     this.batch.push({ type, data: dataJson, eventId: options?.eventId });
-    if (type !== 'heartbeat') this.batchHasEvents = true;
   }
 
   private readonly flush = (): void => {
     const batch = this.batch;
-    const events = this.batchHasEvents;
     this.batch = [];
-    this.batchHasEvents = false;
     if (!this.open || batch.length === 0) return;
     let last = -1;
     for (let i = batch.length - 1; i >= 0; i--) {
@@ -75,7 +70,9 @@ export class SseConnection extends Connection {
     // stream that reads as fast as it can (as a WebSocket ping never does)
     const backlog = this.res.writableLength;
     this.res.write(text);
-    if (events && backlog > this.maxBufferedBytes) this.onOverflow(this);
+    if (backlog > this.maxBufferedBytes && batch.some((e) => e.type !== 'heartbeat')) {
+      this.onOverflow(this);
+    }
   };
 
   close(): void {
