@@ -4,6 +4,7 @@ import {
   RealtimeGateway,
   SubscriptionsService,
 } from '@app/realtime';
+import { request as httpRequest } from 'node:http';
 import jwt from 'jsonwebtoken';
 import WebSocket from 'ws';
 import {
@@ -181,6 +182,45 @@ describeEachDb('WebSocket messages', (db) => {
     expect(changes.map((x) => x.documentId)).not.toContain(low.id);
     expect(Number(changes[1].seq)).toBeGreaterThan(Number(changes[0].seq));
     expect(changes[1]).toMatchObject({ operation: 'update', event: 'modified' });
+  });
+
+  it("a quiet server sends a change to its subscriber before it answers the writer's PATCH", async () => {
+    const c = await connect(user());
+    const task = await seedTask(t, { title: 'before' }, projectId);
+    c.send('subscribe', { query: { collection: 'tasks', documentId: task.id } }, 'order-1');
+    const created = await c.next((m) => m.id === 'order-1');
+    // no dispatch for a while: the feed is quiet (ChangeFeedService.quietMs)
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    // What this process reads first, the subscriber's socket or the writer's. The app runs
+    // in this process, so both writes happen in one turn of its event loop and both sockets
+    // are readable at the next poll, reported (and read) in the order they were written.
+    const seen: string[] = [];
+    c.socket.on('message', (raw) => {
+      if ((JSON.parse(raw.toString()) as Msg).type === 'data_change') seen.push('data_change');
+    });
+    const status = await new Promise<number | undefined>((resolve, reject) => {
+      const req = httpRequest(
+        `${t.http}/api/tasks/${task.id}`,
+        {
+          method: 'PATCH',
+          headers: {
+            authorization: `Bearer ${t.token(USERS.alice)}`,
+            'content-type': 'application/json',
+          },
+        },
+        (res) => {
+          seen.push('response');
+          res.resume();
+          res.on('end', () => resolve(res.statusCode));
+        },
+      );
+      req.on('error', reject);
+      req.end(JSON.stringify({ title: 'after' }));
+    });
+    expect(status).toBe(200);
+    const [change] = await c.waitChanges(created.data.subscriptionId, 1);
+    expect(change).toMatchObject({ documentId: task.id, document: { title: 'after' } });
+    expect(seen).toEqual(['data_change', 'response']);
   });
 
   it('one change reaches each subscription once: two of one connection, and connections with one each', async () => {

@@ -14,7 +14,7 @@ import { SubscriptionsService } from '../subscriptions/subscriptions.service';
 import { ConnectionRegistry } from './connection-registry';
 import { remoteOf } from './realtime-ws.adapter';
 import { WsConnection, wsConnectionOf, WsConnectionOwner } from './ws-connection';
-import { nativeFrameWriterLoaded, nativeFrameWriterStatus } from './ws-frame';
+import { flushFrameWrites, nativeFrameWriterLoaded, nativeFrameWriterStatus } from './ws-frame';
 
 const SUBSCRIBE_KEYS = new Set(['query', 'tabId', 'resumeFrom']);
 
@@ -49,6 +49,9 @@ export class RealtimeGateway
     private readonly audit: AuditService,
     @InjectRealtimeOptions() options: RealtimeModuleOptions,
   ) {
+    // a dispatch's frames leave when it ends, not at the end of the tick: on a quiet feed
+    // that is before the writer's HTTP response (ChangeFeedService.emit)
+    subscriptions.onDispatched(flushFrameWrites);
     const wanted = options.nativeWrites ?? true;
     this.nativeWrites = wanted && nativeFrameWriterLoaded;
     if (wanted && !nativeFrameWriterLoaded) {

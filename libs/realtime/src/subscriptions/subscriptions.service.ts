@@ -80,6 +80,8 @@ export class SubscriptionsService implements OnModuleInit {
   private readonly limits: RealtimeLimits;
   private readonly customFilters: Record<string, CustomFilterFn>;
   private readonly customFilterNames: ReadonlySet<string>;
+  /** run at the end of every dispatch (see onDispatched) */
+  private readonly dispatchedHooks: (() => void)[] = [];
 
   constructor(
     @InjectRealtimeOptions() options: RealtimeModuleOptions,
@@ -98,6 +100,17 @@ export class SubscriptionsService implements OnModuleInit {
 
   onModuleInit(): void {
     this.feed.onChanges((changes) => this.dispatch(changes));
+  }
+
+  /**
+   * Registers `hook` to run at the end of every dispatch. A transport that collects its
+   * writes (the WebSocket frame writer's batch) hands them to the kernel there: a change
+   * committed on a quiet feed is dispatched in a microtask right after its commit, and
+   * its frames would otherwise wait for the end of the tick, after the writer's HTTP
+   * response.
+   */
+  onDispatched(hook: () => void): void {
+    this.dispatchedHooks.push(hook);
   }
 
   /** Validates a query without registering anything (SSE URL parameters, REST). */
@@ -493,6 +506,7 @@ export class SubscriptionsService implements OnModuleInit {
           sub.outbox = null;
         }
       }
+      for (const hook of this.dispatchedHooks) hook();
     }
     if (delivered) this.metrics.deliveries.inc(delivered);
     const committedAt = changes[changes.length - 1]?.committedAt;
