@@ -19,7 +19,8 @@
  *   (nodejs_heap_size_used_bytes, admin token), after `gc(); gc()` evaluated through the V8
  *   inspector: the app runs with --expose-gc and --inspect on a loopback port
  *   (BENCH_OURS_GC=0 turns both off), and its GC is the peers' own (see collectGarbage).
- *   BENCH_OURS_NODE_ARGS adds node flags (e.g. `--cpu-prof --cpu-prof-dir=bench/results/prof`).
+ *   BENCH_OURS_NODE_ARGS adds node flags (e.g. `--cpu-prof --cpu-prof-dir=bench/results/prof`)
+ *   after the `node` flags of package.json's start script (startFlags), which it always gets.
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -102,6 +103,18 @@ async function chooseLaunch(ctx: SuiteContext): Promise<Launch> {
   }
   const tail = build.output.trim().split('\n').slice(-3).join(' | ');
   return (launch = { ...tsNode, note: `${tsNode.note}: the tsc build failed (${tail})` });
+}
+
+/**
+ * The `node` flags of `npm start` (package.json: `node <flags> dist/src/main.js`): ours runs
+ * with them, as it is started in production (`--no-memory-reducer`, README "Choices").
+ */
+export function startFlags(root: string): string[] {
+  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
+    scripts?: Record<string, string>;
+  };
+  const m = /^node((?:\s+--\S+)*)\s/.exec(pkg.scripts?.start ?? '');
+  return m ? m[1].trim().split(/\s+/).filter(Boolean) : [];
 }
 
 /** BENCH_OURS_ENV=`KEY=value,KEY=value` → object. */
@@ -213,8 +226,10 @@ export const oursTarget: Target = {
     delete env.REDIS_URL;
     // BENCH_OURS_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=bench/results/prof" to profile
     const extraArgs = (process.env.BENCH_OURS_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    const started = startFlags(ctx.root);
     const nodeArgs = [
       ...(gc ? ['--expose-gc', `--inspect=127.0.0.1:${inspectPort}`] : []),
+      ...started,
       ...extraArgs,
       ...how.args,
     ];
@@ -254,6 +269,11 @@ export const oursTarget: Target = {
     };
     const tasks: { id: string; version: number }[] = [];
     const notes = [how.note];
+    notes.push(
+      started.length > 0
+        ? `node flags of npm start: ${started.join(' ')}`
+        : 'npm start passes no node flags',
+    );
     // the server warns at start when the addon is missing (LOG_LEVEL=warn keeps warnings)
     notes.push(
       ['false', '0', 'no', 'off'].includes(env.NATIVE_WRITES ?? '')
