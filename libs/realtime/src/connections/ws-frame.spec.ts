@@ -256,6 +256,31 @@ describe.each(
     );
   });
 
+  it('shares one tail among frames of the same several changes; frames of other sets of them stay whole', async () => {
+    for (let i = 0; i < 6; i++) pairs.push(await socketPair());
+    const [a, b, c] = [part('a'), part('b'), part('c')];
+    // as in a burst: every subscriber's frame carries the same changes, each in its own
+    // array; then sets that start with the same change but differ, one after the other
+    const sets = [[a, b, c], [a, b, c], [a, b, c], [a], [a, b], [b, c]];
+    const targets = pairs.map(({ writer }) => new FrameSocket(writer));
+    targets.forEach((target, i) =>
+      writeTextFrame(target, Buffer.from(`{"sub":${i},"changes":[`), [...sets[i]], SUFFIX, false),
+    );
+    const got = await Promise.all(pairs.map(({ reader }) => framesOf(reader, 1)));
+    const text = (set: EncodedJson[]) => set.map((p) => p.json).join(',');
+    got.forEach((frames, i) =>
+      expect(frames).toEqual([`{"sub":${i},"changes":[${text(sets[i])}]}`]),
+    );
+    // the last tail made with `a` first is kept on it, with the changes it carries
+    expect(a.tail?.toString()).toBe('"a","b"]}');
+    expect(b.tail?.toString()).toBe('"b","c"]}');
+    // a frame of the same changes again reuses that tail rather than making another
+    const kept = b.tail;
+    writeTextFrame(targets[0], PREFIX, [b, c], SUFFIX, false);
+    expect(b.tail).toBe(kept);
+    expect(await framesOf(pairs[0].reader, 1)).toEqual([`{"changes":[${text([b, c])}]}`]);
+  });
+
   it("sends a tick's first EARLY_FRAMES frames at once, then twice as many, the rest at the end of the tick, in every tick", async () => {
     // EARLY_FRAMES leave, then the next 2 × EARLY_FRAMES; the rest (fewer than the next
     // doubling, more than EARLY_FRAMES: a flush every EARLY_FRAMES would take some) wait

@@ -105,28 +105,56 @@ function writeHeader(frame: Buffer, at: number, length: number): number {
 
 /**
  * Something whose JSON is known, and whose UTF-8 bytes are encoded once, on first use; for
- * the native path also the bytes followed by the message suffix (`tail`, for `tailSuffix`).
+ * the native path also the tail of the last frame made with it first (see tailOf).
  */
 export interface EncodedJson {
   json: string;
   bytes?: Buffer;
+  /** the bytes after a frame's prefix: `tailParts` joined by commas, then `tailSuffix` */
   tail?: Buffer;
   tailSuffix?: Buffer;
+  tailParts?: readonly EncodedJson[];
 }
 
 function bytesOf(part: EncodedJson): Buffer {
   return (part.bytes ??= Buffer.from(part.json));
 }
 
-/** The part's bytes followed by `suffix`, made once per part and shared by every frame. */
-function tailOf(part: EncodedJson, suffix: Buffer): Buffer {
-  if (part.tail !== undefined && part.tailSuffix === suffix) return part.tail;
-  const bytes = bytesOf(part);
-  const tail = Buffer.allocUnsafe(bytes.length + suffix.length);
-  bytes.copy(tail, 0);
-  suffix.copy(tail, bytes.length);
-  part.tail = tail;
-  part.tailSuffix = suffix;
+/**
+ * The bytes of a frame after its prefix: the parts' JSON joined by commas, then `suffix`.
+ * Made once and shared by every frame that carries the same parts: kept on the first part
+ * with the parts it was made of. One change's frames share its tail, and so do the frames
+ * of a burst, where every subscriber's frame carries the same changes. (Frames of one
+ * dispatch that start with the same change but carry different ones make it anew at each
+ * switch: correct, only slower.)
+ *
+ * One code path for one part and for several: V8 optimizes this (and batchFrame, which
+ * calls it) while only single changes come, and code that such traffic never ran would be
+ * compiled as a deoptimization, taken when the first burst comes: the first changes after
+ * a burst would then run in a lower tier, and pay for the recompilation (bench/README.md).
+ * So the loops below run for one part too: a comma is written after every part, the last
+ * one where the suffix then goes.
+ */
+function tailOf(parts: readonly EncodedJson[], suffix: Buffer): Buffer {
+  const first = parts[0];
+  const kept = first.tailParts;
+  if (kept !== undefined && first.tailSuffix === suffix && kept.length === parts.length) {
+    let same = true;
+    for (let i = 0; i < parts.length; i++) if (kept[i] !== parts[i]) same = false;
+    if (same) return first.tail as Buffer;
+  }
+  let length = suffix.length - 1;
+  for (let i = 0; i < parts.length; i++) length += bytesOf(parts[i]).length + 1;
+  const tail = Buffer.allocUnsafe(length);
+  let offset = 0;
+  for (let i = 0; i < parts.length; i++) {
+    offset += (parts[i].bytes as Buffer).copy(tail, offset);
+    tail[offset++] = 0x2c; // ','
+  }
+  suffix.copy(tail, offset - 1);
+  first.tail = tail;
+  first.tailSuffix = suffix;
+  first.tailParts = parts.slice();
   return tail;
 }
 
@@ -505,9 +533,9 @@ export function writeTextFrame(
 }
 
 /**
- * Adds the frame to the native batch: one change as header + prefix in the arena and its
- * shared tail (bytes + suffix); several changes as a whole frame in the arena. False when
- * the frame does not fit in the arena (the caller writes it itself).
+ * Adds the frame to the native batch: its header and prefix in the arena, then its tail
+ * (tailOf), shared by every frame that carries the same changes. False when the frame does
+ * not fit in the arena (the caller writes it itself).
  */
 function batchFrame(
   target: FrameSocket,
@@ -516,22 +544,13 @@ function batchFrame(
   parts: readonly EncodedJson[],
   suffix: Buffer,
 ): boolean {
-  if (parts.length === 1) {
-    const tail = tailOf(parts[0], suffix);
-    const length = prefix.length + tail.length;
-    const headBytes = headerSize(length) + prefix.length;
-    const at = reserve(headBytes);
-    if (at < 0) return false;
-    const { arena } = batch;
-    prefix.copy(arena, at + writeHeader(arena, at, length));
-    commit(target, fd, at, headBytes, tail);
-    return true;
-  }
-  const length = payloadLength(prefix, parts, suffix);
-  const size = headerSize(length) + length;
-  const at = reserve(size);
+  const tail = tailOf(parts, suffix);
+  const length = prefix.length + tail.length;
+  const headBytes = headerSize(length) + prefix.length;
+  const at = reserve(headBytes);
   if (at < 0) return false;
-  frameInto(batch.arena, at, length, prefix, parts, suffix);
-  commit(target, fd, at, size, null);
+  const { arena } = batch;
+  prefix.copy(arena, at + writeHeader(arena, at, length));
+  commit(target, fd, at, headBytes, tail);
   return true;
 }
