@@ -131,9 +131,9 @@ function bytesOf(part: EncodedJson): Buffer {
  * One code path for one part and for several: V8 optimizes this (and batchFrame, which
  * calls it) while only single changes come, and code that such traffic never ran would be
  * compiled as a deoptimization, taken when the first burst comes: the first changes after
- * a burst would then run in a lower tier, and pay for the recompilation (bench/README.md).
- * So the loops below run for one part too: a comma is written after every part, the last
- * one where the suffix then goes.
+ * a burst would then run in a lower tier, and pay for the recompilation (README, "Where we
+ * stand"). So the loops below run for one part too: a comma is written after every part,
+ * the last one where the suffix then goes.
  */
 function tailOf(parts: readonly EncodedJson[], suffix: Buffer): Buffer {
   const first = parts[0];
