@@ -107,7 +107,8 @@ async function chooseLaunch(ctx: SuiteContext): Promise<Launch> {
 
 /**
  * The `node` flags of `npm start` (package.json: `node <flags> dist/src/main.js`): ours runs
- * with them, as it is started in production (`--no-memory-reducer`, README "Choices").
+ * with them, as it is started in production (`--no-memory-reducer`: README, "Using the
+ * library in your own Nest app", step 7).
  */
 export function startFlags(root: string): string[] {
   const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
