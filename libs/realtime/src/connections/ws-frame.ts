@@ -132,8 +132,7 @@ function bytesOf(part: EncodedJson): Buffer {
  * calls it) while only single changes come, and code that such traffic never ran would be
  * compiled as a deoptimization, taken when the first burst comes: the first changes after
  * a burst would then run in a lower tier, and pay for the recompilation (README, "Where we
- * stand"). So the loops below run for one part too: a comma is written after every part,
- * the last one where the suffix then goes.
+ * stand"). So joinInto runs the same loop for one part as for several.
  */
 function tailOf(parts: readonly EncodedJson[], suffix: Buffer): Buffer {
   const first = parts[0];
@@ -143,25 +142,40 @@ function tailOf(parts: readonly EncodedJson[], suffix: Buffer): Buffer {
     for (let i = 0; i < parts.length; i++) if (kept[i] !== parts[i]) same = false;
     if (same) return first.tail as Buffer;
   }
-  let length = suffix.length - 1;
-  for (let i = 0; i < parts.length; i++) length += bytesOf(parts[i]).length + 1;
-  const tail = Buffer.allocUnsafe(length);
-  let offset = 0;
-  for (let i = 0; i < parts.length; i++) {
-    offset += (parts[i].bytes as Buffer).copy(tail, offset);
-    tail[offset++] = 0x2c; // ','
-  }
-  suffix.copy(tail, offset - 1);
+  const tail = Buffer.allocUnsafe(payloadLength(NO_BYTES, parts, suffix));
+  joinInto(tail, 0, parts, suffix);
   first.tail = tail;
   first.tailSuffix = suffix;
   first.tailParts = parts.slice();
   return tail;
 }
 
+const NO_BYTES = Buffer.alloc(0);
+
 function payloadLength(prefix: Buffer, parts: readonly EncodedJson[], suffix: Buffer): number {
   let length = prefix.length + suffix.length + parts.length - 1;
   for (const part of parts) length += bytesOf(part).length;
   return length;
+}
+
+/**
+ * Writes the parts' JSON joined by commas, then `suffix`, into `target` at `at` (large
+ * enough); returns where it ends. A comma follows every part and the suffix is written
+ * over the last one: no branch that one part would leave untaken (see tailOf).
+ */
+function joinInto(
+  target: Buffer,
+  at: number,
+  parts: readonly EncodedJson[],
+  suffix: Buffer,
+): number {
+  let offset = at;
+  for (let i = 0; i < parts.length; i++) {
+    offset += bytesOf(parts[i]).copy(target, offset);
+    target[offset++] = 0x2c; // ','
+  }
+  if (offset > at) offset--; // the last comma, where the suffix goes
+  return offset + suffix.copy(target, offset);
 }
 
 /** Writes the frame into `target` at `at` (large enough); returns its size. */
@@ -175,11 +189,7 @@ function frameInto(
 ): number {
   let offset = at + writeHeader(target, at, length);
   offset += prefix.copy(target, offset);
-  for (let i = 0; i < parts.length; i++) {
-    if (i > 0) target[offset++] = 0x2c; // ','
-    offset += (parts[i].bytes as Buffer).copy(target, offset);
-  }
-  return offset + suffix.copy(target, offset) - at;
+  return joinInto(target, offset, parts, suffix) - at;
 }
 
 /** One text frame whose payload is `prefix`, the parts' JSON joined by commas, then `suffix`. */
