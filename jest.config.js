@@ -1,4 +1,4 @@
-/** Two projects: unit specs beside the code, e2e specs under test/. */
+/** Two projects: unit specs beside the code (the bench's too), e2e specs under test/. */
 const moduleNameMapper = {
   '^@app/realtime(|/.*)$': '<rootDir>/libs/realtime/src$1',
   '^@app/client(|/.*)$': '<rootDir>/libs/client/src$1',
@@ -13,7 +13,7 @@ module.exports = {
       displayName: 'unit',
       testEnvironment: 'node',
       rootDir: __dirname,
-      roots: ['<rootDir>/libs', '<rootDir>/src'],
+      roots: ['<rootDir>/libs', '<rootDir>/src', '<rootDir>/bench'],
       testRegex: '.*\\.spec\\.ts$',
       transform,
       moduleNameMapper,

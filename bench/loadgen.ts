@@ -7,9 +7,12 @@
  * - `collect`: waits until every subscribed client got every armed change (or the time
  *   bound passes) and reports deliveries and commit-to-receive latency.
  *
- * Frames are read cheaply: the marker `bt=<µs>|bs=<seq>|` is found with indexOf on the raw
- * buffer; no JSON.parse per delivered frame (socket.io-client parses its packets itself).
- * A frame may carry several changes (batching): every marker in it counts.
+ * Frames are read cheaply: once a `ws` client is subscribed, its socket's bytes go to a
+ * FrameReader of its own rather than through ws's Receiver (lib/frame-reader.ts;
+ * BENCH_LOADGEN_READER=ws keeps ws's), and the marker `bt=<µs>|bs=<seq>|` is found with
+ * indexOf on the raw payload; no JSON.parse per delivered frame (socket.io-client parses
+ * its packets itself). A frame may carry several changes (batching): every marker in it
+ * counts.
  */
 import { sign } from 'jsonwebtoken';
 import { io as ioClient, type Socket } from 'socket.io-client';
@@ -24,6 +27,7 @@ import {
   type LoadgenCommand,
   type LoadgenMessage,
 } from './lib/common';
+import { FrameReader, readDirectly } from './lib/frame-reader';
 
 /** Spreads client source addresses over 127.0.0.1 … 127.0.0.<n> (per-IP limits, port space). */
 const SOURCE_IPS = Math.max(1, Math.min(250, Number(process.env.BENCH_SOURCE_IPS ?? '1') || 1));
@@ -138,6 +142,14 @@ function onString(client: number, frame: string): void {
   }
 }
 
+/** `ws` (BENCH_LOADGEN_READER=ws): subscribed clients' frames go through ws's Receiver. */
+const DIRECT = (process.env.BENCH_LOADGEN_READER ?? 'direct') !== 'ws';
+
+/** From now on (the client is subscribed) its frames go to onBuffer by a FrameReader. */
+function readFrames(ws: WebSocket, client: number): void {
+  if (DIRECT) readDirectly(ws, (payload) => onBuffer(client, payload));
+}
+
 function sourceAddress(i: number): string | undefined {
   return SOURCE_IPS > 1 ? `127.0.0.${1 + (i % SOURCE_IPS)}` : undefined;
 }
@@ -197,7 +209,10 @@ function connectOne(i: number, spec: ClientSpec, token: string | undefined): Pro
       else fail(new Error(`closed ${code} ${reason.toString()}`.trim()));
     });
     if (spec.kind === 'raw') {
-      ws.on('open', succeed);
+      ws.on('open', () => {
+        succeed();
+        readFrames(ws, i);
+      });
       ws.on('message', (data: Buffer) => onBuffer(i, data));
       return;
     }
@@ -214,8 +229,10 @@ function connectOne(i: number, spec: ClientSpec, token: string | undefined): Pro
         return;
       }
       if (msg.type === 'connection_established') ws.send(JSON.stringify(spec.subscribe));
-      else if (msg.type === 'subscription_created') succeed();
-      else if (msg.type === 'error') fail(new Error(`${msg.data?.code}: ${msg.data?.message}`));
+      else if (msg.type === 'subscription_created') {
+        succeed();
+        readFrames(ws, i);
+      } else if (msg.type === 'error') fail(new Error(`${msg.data?.code}: ${msg.data?.message}`));
     });
   });
 }
@@ -310,8 +327,8 @@ function arm(seqBase: number, count: number): void {
 }
 
 /**
- * Runs the frame readers (onBuffer, onString, record) over synthetic frames of every shape
- * they meet, until V8 has optimized them, and forgets what they recorded: frames of one
+ * Runs the frame readers (FrameReader, onBuffer, onString, record) over synthetic frames of
+ * every shape they meet, until V8 has optimized them, and forgets what they recorded: frames of one
  * change and of several, a change delivered twice, one outside the measurement, a frame
  * without a marker, and the last expected delivery. Otherwise V8 compiles them for the
  * frames of the first target read, and a target whose burst frames carry several changes
@@ -332,12 +349,22 @@ function warmReaders(): void {
   const again = frameOf([0, 1]); // delivered already: duplicates
   const outside = frameOf([count + 3]);
   const unmarked = '{"type":"pong","data":{}}';
+  // the frames of one change and of several as a server sends them (unmasked text frames,
+  // a 7-bit and a 16-bit length), and a ping, for the FrameReader: in one chunk, or cut at
+  // every 37th byte (frames across chunks)
+  const wire = Buffer.concat([
+    ...single.map((frame) => wsFrame(1, Buffer.from(frame))),
+    wsFrame(1, Buffer.from(several)),
+    wsFrame(9, Buffer.alloc(0)),
+  ]);
+  const noop = (): void => undefined;
   for (let round = 0; round < 40; round++) {
     const m = (current = measurement(0, count, clients, clients));
     m.onComplete = () => undefined;
     for (let client = 0; client < clients; client++) {
-      for (const frame of single) onBuffer(client, Buffer.from(frame));
-      onBuffer(client, Buffer.from(several));
+      const reader = new FrameReader((payload) => onBuffer(client, payload), noop, noop);
+      if (round % 2 === 0) reader.push(wire);
+      else for (let at = 0; at < wire.length; at += 37) reader.push(wire.subarray(at, at + 37));
       onString(client, rest);
       onBuffer(client, Buffer.from(again));
       onString(client, again);
@@ -348,6 +375,16 @@ function warmReaders(): void {
     if (m.deliveries !== m.expected) throw new Error('the frame readers miscounted their warm-up');
   }
   current = null;
+}
+
+/** An unmasked frame (FIN set, under 64 KiB) as a server writes it: warmReaders' input. */
+function wsFrame(opcode: number, payload: Buffer): Buffer {
+  const len = payload.length;
+  const head =
+    len < 126
+      ? Buffer.from([0x80 | opcode, len])
+      : Buffer.from([0x80 | opcode, 126, len >> 8, len & 0xff]);
+  return Buffer.concat([head, payload]);
 }
 
 async function collect(timeoutMs: number): Promise<void> {

@@ -14,7 +14,9 @@
  * BENCH_PACED_CHANGES (length of the paced series), BENCH_WARM_PUBLISHES (publishes before
  * anyone subscribes, in blocks of 500; quick: 10), BENCH_WARM_CHANGES (paced changes to the
  * subscribers before the scenarios, default 10; quick: 3), BENCH_FANOUT_ONLY=1 (no routing and
- * write-path child benches), BENCH_PIN=0 (no CPU pinning of server and load generator: lib/cpus.ts).
+ * write-path child benches), BENCH_PIN=0 (no CPU pinning of server and load generator: lib/cpus.ts),
+ * BENCH_LOADGEN_READER=ws (subscribed clients' frames through ws's Receiver, not the load
+ * generator's FrameReader: loadgen.ts).
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
@@ -743,6 +745,10 @@ async function main(): Promise<void> {
     machine,
     fdLimit: { ...fdLimit(), children: childFd },
     placement: pinned,
+    loadgenReader:
+      process.env.BENCH_LOADGEN_READER === 'ws'
+        ? "load generator: ws clients read frames through ws's Receiver (BENCH_LOADGEN_READER=ws)"
+        : "load generator: ws clients, whose frames are read off each socket by the load generator's FrameReader once subscribed (socket.io-client reads Socket.IO's)",
     config: {
       ns: CONFIG.ns,
       burst: CONFIG.burst,

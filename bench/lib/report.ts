@@ -103,6 +103,8 @@ export interface Results {
   fdLimit: { soft: number; hard: number; children: number };
   /** where the server and the load generator ran (cpus.ts) */
   placement: string;
+  /** how the load generator read frames (absent: before the FrameReader, ws's Receiver) */
+  loadgenReader?: string;
   config: {
     ns: number[];
     burst: number;
@@ -295,6 +297,7 @@ export function markdownReport(r: Results, svgFile: string | null, noRatio: stri
     `- machine: ${m.nproc} CPU (\`nproc\`), ${m.cpuModel}, ${num(m.memTotalMiB)} MiB; Node ${m.node}; Linux ${m.kernel}; CLK_TCK ${m.clkTck}`,
     `- open files: soft ${r.fdLimit.soft}, hard ${r.fdLimit.hard}; servers and load generator ran with ${r.fdLimit.children}`,
     `- ${r.placement}`,
+    ...(r.loadgenReader ? [`- ${r.loadgenReader}`] : []),
     `- fan-out N: ${r.config.ns.join(', ')}; burst ${r.config.burst} changes; paced ${r.config.paced.changes} changes ${r.config.paced.intervalMs} ms apart; ${r.config.concurrency} handshakes in flight; payload ${r.config.payloadBytes} B`,
     `- duration: ${num(r.durationS)} s`,
     '',

@@ -1,0 +1,127 @@
+import type { AddressInfo } from 'node:net';
+import WebSocket, { WebSocketServer } from 'ws';
+import { FrameReader, readDirectly } from './frame-reader';
+
+/** A frame as a server writes it (unmasked unless `mask`). */
+function frame(opcode: number, payload: Buffer, fin = true, mask = false): Buffer {
+  const len = payload.length;
+  const first = (fin ? 0x80 : 0) | opcode;
+  const m = mask ? 0x80 : 0;
+  let head: Buffer;
+  if (len < 126) head = Buffer.from([first, m | len]);
+  else if (len < 0x10000) head = Buffer.from([first, m | 126, len >> 8, len & 0xff]);
+  else {
+    head = Buffer.alloc(10);
+    head[0] = first;
+    head[1] = m | 127;
+    head.writeUInt32BE(Math.floor(len / 0x1_0000_0000), 2);
+    head.writeUInt32BE(len % 0x1_0000_0000, 6);
+  }
+  return Buffer.concat([head, mask ? Buffer.alloc(4) : Buffer.alloc(0), payload]);
+}
+
+function reader() {
+  const frames: string[] = [];
+  const pongs: string[] = [];
+  const handedBack: Buffer[] = [];
+  const r = new FrameReader(
+    (p) => frames.push(p.toString('latin1')),
+    (p) => pongs.push(p.toString('latin1')),
+    (rest) => handedBack.push(Buffer.from(rest)),
+  );
+  return { r, frames, pongs, handedBack };
+}
+
+describe('FrameReader (the load generator reading frames off a socket)', () => {
+  const big = 'b'.repeat(70_000);
+  const mid = 'm'.repeat(300);
+  const stream = Buffer.concat([
+    frame(1, Buffer.from('{"a":1}')),
+    frame(2, Buffer.from(mid)),
+    frame(9, Buffer.from('ping!')),
+    frame(1, Buffer.from(big)),
+    frame(10, Buffer.from('unsolicited pong')),
+    frame(1, Buffer.from('frag-'), false),
+    frame(0, Buffer.from('ment'), false),
+    frame(0, Buffer.from('ed'), true),
+    frame(1, Buffer.alloc(0)),
+  ]);
+  const expected = ['{"a":1}', mid, big, 'frag-mented', ''];
+
+  it('reads every frame whole, wherever the chunks are cut', () => {
+    for (const cut of [stream.length, 1, 2, 3, 7, 126, 1000, 65_537]) {
+      const { r, frames, pongs, handedBack } = reader();
+      for (let at = 0; at < stream.length; at += cut) r.push(stream.subarray(at, at + cut));
+      expect(frames).toEqual(expected);
+      expect(pongs).toEqual(['ping!']);
+      expect(handedBack).toEqual([]);
+    }
+  });
+
+  it('hands a close frame, and every byte after it, back unread', () => {
+    const close = frame(8, Buffer.from([0x0f, 0xa1]));
+    const after = frame(1, Buffer.from('after the close'));
+    const { r, frames, handedBack } = reader();
+    r.push(Buffer.concat([frame(1, Buffer.from('before')), close.subarray(0, 1)]));
+    r.push(Buffer.concat([close.subarray(1), after]));
+    r.push(frame(1, Buffer.from('later')));
+    expect(frames).toEqual(['before']);
+    expect(handedBack).toEqual([Buffer.concat([close, after])]);
+  });
+
+  it('hands a masked frame back (a server never masks)', () => {
+    const masked = frame(1, Buffer.from('masked'), true, true);
+    const { r, frames, handedBack } = reader();
+    r.push(Buffer.concat([frame(1, Buffer.from('ok')), masked]));
+    expect(frames).toEqual(['ok']);
+    expect(handedBack).toEqual([masked]);
+  });
+});
+
+describe('readDirectly (a real ws client and server)', () => {
+  let server: WebSocketServer;
+  let url: string;
+
+  beforeEach(async () => {
+    server = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+    await new Promise<void>((resolve) => server.once('listening', () => resolve()));
+    url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+
+  afterEach(async () => {
+    for (const client of server.clients) client.terminate();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  it('reads what the server sends, answers its ping, and gives its close back to ws', async () => {
+    const peer = new Promise<WebSocket>((resolve) => server.once('connection', resolve));
+    const client = new WebSocket(url, { perMessageDeflate: false });
+    await new Promise<void>((resolve, reject) => {
+      client.once('open', () => resolve());
+      client.once('error', reject);
+    });
+    const frames: string[] = [];
+    const viaWs: unknown[] = [];
+    client.on('message', (data) => viaWs.push(data));
+    expect(readDirectly(client, (p) => frames.push(p.toString()))).toBe(true);
+
+    const s = await peer;
+    const big = 'x'.repeat(70_000);
+    const pong = new Promise<string>((resolve) => s.once('pong', (d) => resolve(d.toString())));
+    s.send('one');
+    s.send('y'.repeat(300));
+    s.send(Buffer.from(big));
+    s.send('frag', { fin: false });
+    s.send('ment', { fin: true });
+    s.ping('are you there');
+    expect(await pong).toBe('are you there');
+
+    const closed = new Promise<[number, string]>((resolve) =>
+      client.once('close', (code, reason) => resolve([code, reason.toString()])),
+    );
+    s.close(4001, 'bye');
+    expect(await closed).toEqual([4001, 'bye']);
+    expect(frames).toEqual(['one', 'y'.repeat(300), big, 'fragment']);
+    expect(viaWs).toEqual([]);
+  });
+});
