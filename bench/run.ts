@@ -16,7 +16,8 @@
  * subscribers before the scenarios, default 10; quick: 3), BENCH_FANOUT_ONLY=1 (no routing and
  * write-path child benches), BENCH_PIN=0 (no CPU pinning of server and load generator: lib/cpus.ts),
  * BENCH_LOADGEN_READER=ws (subscribed clients' frames through ws's Receiver, not the load
- * generator's FrameReader: loadgen.ts).
+ * generator's FrameReader: loadgen.ts), BENCH_LOADGEN_NODE_ARGS (node flags for the load
+ * generator).
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';

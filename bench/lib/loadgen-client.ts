@@ -54,9 +54,11 @@ export class Loadgen {
     buildDir: string,
     onProgress: (phase: string, done: number, total: number) => void,
   ): Promise<Loadgen> {
+    // BENCH_LOADGEN_NODE_ARGS: node flags for the load generator, e.g. "--trace-deopt"
+    const nodeArgs = (process.env.BENCH_LOADGEN_NODE_ARGS ?? '').split(' ').filter(Boolean);
     const child = spawnWithFdLimit(
       process.execPath,
-      [join(buildDir, 'loadgen.js')],
+      [...nodeArgs, join(buildDir, 'loadgen.js')],
       { stdio: ['ignore', 'inherit', 'pipe', 'ipc'] },
       placement()?.rest,
     );
