@@ -3,6 +3,7 @@ import {
   nativeFrameWriterLoaded,
   RealtimeGateway,
   SubscriptionsService,
+  TransactionRunner,
 } from '@app/realtime';
 import { request as httpRequest } from 'node:http';
 import jwt from 'jsonwebtoken';
@@ -20,6 +21,7 @@ import {
 } from './utils/app';
 import { metric, waitFor } from './utils/wait';
 import { Msg, WsClient } from './utils/ws-client';
+import { Task } from '../src/tasks/task.entity';
 
 /**
  * Issue 4, WebSocket: every row of PROTOCOL.md's WebSocket tables provoked by a real `ws`
@@ -182,6 +184,57 @@ describeEachDb('WebSocket messages', (db) => {
     expect(changes.map((x) => x.documentId)).not.toContain(low.id);
     expect(Number(changes[1].seq)).toBeGreaterThan(Number(changes[0].seq));
     expect(changes[1]).toMatchObject({ operation: 'update', event: 'modified' });
+  });
+
+  it('a change dispatched alone is framed for many subscriptions in chunks as they are routed, one dispatched with another in one frame each: every subscription gets each change once, in order', async () => {
+    // 60 connections of 3 subscriptions (180 > 2 × ROUTE_CHUNK in SubscriptionsService):
+    // the whole collection, one document, and a filter that only the first task matches
+    const clients: WsClient[] = [];
+    const ids: { all: string; doc: string; high: string }[] = [];
+    const x = await seedTask(t, { priority: 5, title: 'x0' }, projectId);
+    const y = await seedTask(t, { priority: 1, title: 'y0' }, projectId);
+    for (let i = 0; i < 60; i++) {
+      const c = await connect(user());
+      clients.push(c);
+      ids.push({
+        all: await c.subscribe({ collection: 'tasks' }),
+        doc: await c.subscribe({ collection: 'tasks', documentId: x.id }),
+        high: await c.subscribe({
+          collection: 'tasks',
+          filters: [{ type: 'field', field: 'priority', operator: 'gte', value: 4 }],
+        }),
+      });
+    }
+    // alone: two PATCHes, one after the other
+    await patchTask(t, x.id, { title: 'x1' });
+    await patchTask(t, y.id, { title: 'y1' });
+    // together: one transaction, two changes, one dispatch
+    await t.app.get(TransactionRunner).transaction(async (m) => {
+      for (const [id, title] of [
+        [x.id, 'x2'],
+        [y.id, 'y2'],
+      ]) {
+        const row = await m.getRepository(Task).findOneByOrFail({ id });
+        row.title = title;
+        await m.save(row);
+      }
+    });
+    const titles = (changes: Record<string, any>[]) => changes.map((c) => c.document.title);
+    for (const [i, c] of clients.entries()) {
+      expect(titles(await c.waitChanges(ids[i].all, 4))).toEqual(['x1', 'y1', 'x2', 'y2']);
+      expect(titles(await c.waitChanges(ids[i].doc, 2))).toEqual(['x1', 'x2']);
+      expect(titles(await c.waitChanges(ids[i].high, 2))).toEqual(['x1', 'x2']);
+    }
+    await Promise.all(clients.map((c) => c.request('ping')));
+    const frames = (c: WsClient, id: string) =>
+      c.messages
+        .filter((m) => m.type === 'data_change' && m.data.subscriptionId === id)
+        .map((m) => titles(m.data.changes));
+    for (const [i, c] of clients.entries()) {
+      expect(frames(c, ids[i].all)).toEqual([['x1'], ['y1'], ['x2', 'y2']]);
+      expect(frames(c, ids[i].doc)).toEqual([['x1'], ['x2']]);
+      expect(frames(c, ids[i].high)).toEqual([['x1'], ['x2']]);
+    }
   });
 
   it("a quiet server sends a change to its subscriber before it answers the writer's PATCH", async () => {

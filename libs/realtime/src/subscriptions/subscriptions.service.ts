@@ -44,6 +44,16 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 const EVENT_SLOT: Record<ChangeEvent, number> = { added: 0, modified: 1, removed: 2 };
 
+/**
+ * A dispatch of one change frames its subscribers this many at a time as they are routed
+ * (see dispatch). Routing costs about 0.2 µs per subscriber; routing all of them first
+ * held the first frame back by about 0.2 ms per 1 000 subscribers (session of 2026-12-06,
+ * eighth: ours' first delivery, median over a paced series, 2.0 ms at N = 1 000, 3.0 at
+ * 5 000, 4.1 at 10 000; bare `ws`'s 0.9 at every N). With chunks, in A/B runs at
+ * N = 5 000: 1.6–1.9 ms against 2.9–3.1, CPU per delivery unchanged.
+ */
+const ROUTE_CHUNK = 64;
+
 /** What the same document's two changes in one throttle window amount to. */
 function coalesce(first: ChangeEvent, next: ChangeEvent): ChangeEvent | null {
   if (first === 'added') return next === 'removed' ? null : 'added';
@@ -492,18 +502,36 @@ export class SubscriptionsService implements OnModuleInit {
     this.metrics.changes.inc(changes.length);
     const touched: Subscription[] = [];
     let delivered = 0;
+    // touched[0, done) are flushed
+    let done = 0;
+    const flushTouched = (): void => {
+      for (; done < touched.length; done++) {
+        const sub = touched[done];
+        // a sink told that more frames follow lets them leave together, in one write
+        delivered += this.flush(sub, --(sub.sink.framesDue as number) > 0);
+      }
+    };
+    // One change (the paced case): its subscribers are framed ROUTE_CHUNK at a time as
+    // they are routed, so that the first frames leave before the last subscribers are
+    // routed. Several: every subscriber is routed first, so that it gets all of its
+    // changes in one frame.
+    const routed =
+      changes.length === 1
+        ? () => {
+            if (touched.length - done >= ROUTE_CHUNK) flushTouched();
+          }
+        : undefined;
     let flushed = false;
     try {
-      this.route(changes, touched);
-      // a sink told that more frames follow lets them leave together, in one write
-      for (const sub of touched) delivered += this.flush(sub, --(sub.sink.framesDue as number) > 0);
+      this.route(changes, touched, routed);
+      flushTouched();
       flushed = true;
     } finally {
       if (!flushed) {
         // never leave a subscription marked as touched: it would not be touched again
-        for (const sub of touched) {
-          sub.sink.framesDue = 0;
-          sub.outbox = null;
+        for (let i = done; i < touched.length; i++) {
+          touched[i].sink.framesDue = 0;
+          touched[i].outbox = null;
         }
       }
       for (const hook of this.dispatchedHooks) hook();
@@ -514,8 +542,11 @@ export class SubscriptionsService implements OnModuleInit {
       this.metrics.latency.observe((Date.now() - committedAt) / 1000);
   }
 
-  /** Prepares each change for its candidate subscriptions; fills their outboxes. */
-  private route(changes: ChangeRecord[], touched: Subscription[]): void {
+  /**
+   * Prepares each change for its candidate subscriptions; fills their outboxes. `routed`
+   * runs each time a subscription joins `touched`.
+   */
+  private route(changes: ChangeRecord[], touched: Subscription[], routed?: () => void): void {
     for (const change of changes) {
       const collection = this.registry.get(change.collection);
       if (!collection) continue;
@@ -536,11 +567,13 @@ export class SubscriptionsService implements OnModuleInit {
           return;
         }
         if (sub.outbox === null) {
-          sub.outbox = [];
+          sub.outbox = [prepared];
           touched.push(sub);
           sub.sink.framesDue = (sub.sink.framesDue ?? 0) + 1;
+          routed?.();
+        } else {
+          sub.outbox.push(prepared);
         }
-        sub.outbox.push(prepared);
       });
     }
   }
