@@ -145,9 +145,12 @@ function onString(client: number, frame: string): void {
 /** `ws` (BENCH_LOADGEN_READER=ws): subscribed clients' frames go through ws's Receiver. */
 const DIRECT = (process.env.BENCH_LOADGEN_READER ?? 'direct') !== 'ws';
 
+/** Subscribed clients that readDirectly left with ws's Receiver (reported with the connect). */
+let declined = 0;
+
 /** From now on (the client is subscribed) its frames go to onBuffer by a FrameReader. */
 function readFrames(ws: WebSocket, client: number): void {
-  if (DIRECT) readDirectly(ws, (payload) => onBuffer(client, payload));
+  if (DIRECT && !readDirectly(ws, (payload) => onBuffer(client, payload))) declined++;
 }
 
 function sourceAddress(i: number): string | undefined {
@@ -286,6 +289,12 @@ async function connectAll(
     launch();
   });
   clearInterval(progress);
+  if (declined > 0) {
+    errors.set(
+      "subscribed, but its frames read through ws's Receiver, not the FrameReader",
+      declined,
+    );
+  }
   const elapsedMs = Date.now() - t0;
   send({
     type: 'connected',

@@ -82,16 +82,19 @@ export class FrameReader {
  * From now on the client's socket bytes go to a FrameReader instead of ws's Receiver, until
  * a close frame hands them back. Call it once the Receiver has parsed everything before
  * (the load generator: when the client is subscribed). Returns false, and leaves the
- * client with ws's Receiver, when the Receiver holds part of a next frame or the client
- * has no socket. `_socket` and `_receiver` are ws's own fields (package-lock.json pins ws).
+ * client with ws's Receiver, when the Receiver holds part of a next frame, the client
+ * has no socket, or ws's fields are not where this expects them (`_socket` and
+ * `_receiver` are ws's own; package-lock.json pins ws).
  */
 export function readDirectly(ws: WebSocket, onFrame: (payload: Buffer) => void): boolean {
   const own = ws as unknown as {
-    _socket: Socket | null;
-    _receiver: { _bufferedBytes: number } | undefined;
+    _socket?: Socket | null;
+    _receiver?: { _bufferedBytes?: number };
   };
   const socket = own._socket;
-  if (socket === null || (own._receiver?._bufferedBytes ?? 0) > 0) return false;
+  // (a ws release that renamed these leaves every client with its Receiver: no crash)
+  if (!socket || typeof own._receiver?._bufferedBytes !== 'number') return false;
+  if (own._receiver._bufferedBytes > 0) return false;
   const wsListeners = socket.listeners('data') as ((chunk: Buffer) => void)[];
   const onData = (chunk: Buffer): void => reader.push(chunk);
   const reader = new FrameReader(
