@@ -186,7 +186,7 @@ describeEachDb('WebSocket messages', (db) => {
     expect(changes[1]).toMatchObject({ operation: 'update', event: 'modified' });
   });
 
-  it('a change dispatched alone is framed for many subscriptions in chunks as they are routed, one dispatched with another in one frame each: every subscription gets each change once, in order', async () => {
+  it('a change dispatched alone is framed for many subscriptions in chunks as they are routed, two dispatched together only once all are routed, in one frame each: every subscription gets each change once, in order', async () => {
     // 60 connections of 3 subscriptions (180 > 2 × ROUTE_CHUNK in SubscriptionsService):
     // the whole collection, one document, and a filter that only the first task matches
     const clients: WsClient[] = [];
@@ -205,21 +205,51 @@ describeEachDb('WebSocket messages', (db) => {
         }),
       });
     }
-    // alone: two PATCHes, one after the other
-    await patchTask(t, x.id, { title: 'x1' });
-    await patchTask(t, y.id, { title: 'y1' });
-    // together: one transaction, two changes, one dispatch
-    await t.app.get(TransactionRunner).transaction(async (m) => {
-      for (const [id, title] of [
-        [x.id, 'x2'],
-        [y.id, 'y2'],
-      ]) {
-        const row = await m.getRepository(Task).findOneByOrFail({ id });
-        row.title = title;
-        await m.save(row);
-      }
+    // the order in which the service routes (prepare: one call per subscription and
+    // change) and frames (flush: one call per subscription and dispatch)
+    const service = t.app.get(SubscriptionsService) as unknown as Record<
+      'prepare' | 'flush',
+      (...args: unknown[]) => unknown
+    >;
+    const prepare = jest.spyOn(service, 'prepare');
+    const flush = jest.spyOn(service, 'flush');
+    const span = (spy: jest.SpyInstance) => ({
+      first: Math.min(...spy.mock.invocationCallOrder),
+      last: Math.max(...spy.mock.invocationCallOrder),
+      calls: spy.mock.calls.length,
     });
     const titles = (changes: Record<string, any>[]) => changes.map((c) => c.document.title);
+    try {
+      // alone: a PATCH; the first frames before the last subscription is routed
+      await patchTask(t, x.id, { title: 'x1' });
+      for (const [i, c] of clients.entries()) await c.waitChanges(ids[i].doc, 1);
+      expect(span(prepare).calls).toBe(180);
+      expect(span(flush).calls).toBe(180);
+      expect(span(flush).first).toBeLessThan(span(prepare).last);
+      await patchTask(t, y.id, { title: 'y1' });
+      for (const [i, c] of clients.entries()) await c.waitChanges(ids[i].all, 2);
+      prepare.mockClear();
+      flush.mockClear();
+      // together: one transaction, two changes, one dispatch; every subscription routed
+      // (180 for the first change, 120 for the second) before the first frame
+      await t.app.get(TransactionRunner).transaction(async (m) => {
+        for (const [id, title] of [
+          [x.id, 'x2'],
+          [y.id, 'y2'],
+        ]) {
+          const row = await m.getRepository(Task).findOneByOrFail({ id });
+          row.title = title;
+          await m.save(row);
+        }
+      });
+      for (const [i, c] of clients.entries()) await c.waitChanges(ids[i].all, 4);
+      expect(span(prepare).calls).toBe(300);
+      expect(span(flush).calls).toBe(180);
+      expect(span(prepare).last).toBeLessThan(span(flush).first);
+    } finally {
+      prepare.mockRestore();
+      flush.mockRestore();
+    }
     for (const [i, c] of clients.entries()) {
       expect(titles(await c.waitChanges(ids[i].all, 4))).toEqual(['x1', 'y1', 'x2', 'y2']);
       expect(titles(await c.waitChanges(ids[i].doc, 2))).toEqual(['x1', 'x2']);

@@ -514,16 +514,29 @@ export class SubscriptionsService implements OnModuleInit {
     // One change (the paced case): its subscribers are framed ROUTE_CHUNK at a time as
     // they are routed, so that the first frames leave before the last subscribers are
     // routed. Several: every subscriber is routed first, so that it gets all of its
-    // changes in one frame.
+    // changes in one frame. (A connection whose subscriptions fall in different chunks,
+    // collection-wide ones being visited before document ones, gets a write per chunk
+    // instead of one.)
+    // A chunk's flush that throws stops the chunks, not the routing: every candidate is
+    // routed (or buffered, while it registers) as before, then the error is thrown.
+    let failed = false;
+    let failure: unknown;
     const routed =
       changes.length === 1
         ? () => {
-            if (touched.length - done >= ROUTE_CHUNK) flushTouched();
+            if (failed || touched.length - done < ROUTE_CHUNK) return;
+            try {
+              flushTouched();
+            } catch (e) {
+              failed = true;
+              failure = e;
+            }
           }
         : undefined;
     let flushed = false;
     try {
       this.route(changes, touched, routed);
+      if (failed) throw failure;
       flushTouched();
       flushed = true;
     } finally {
