@@ -42,6 +42,7 @@ describe('FrameReader (the load generator reading frames off a socket)', () => {
     frame(1, Buffer.from(big)),
     frame(10, Buffer.from('unsolicited pong')),
     frame(1, Buffer.from('frag-'), false),
+    frame(9, Buffer.from('ping between fragments')),
     frame(0, Buffer.from('ment'), false),
     frame(0, Buffer.from('ed'), true),
     frame(1, Buffer.alloc(0)),
@@ -53,7 +54,7 @@ describe('FrameReader (the load generator reading frames off a socket)', () => {
       const { r, frames, pongs, handedBack } = reader();
       for (let at = 0; at < stream.length; at += cut) r.push(stream.subarray(at, at + cut));
       expect(frames).toEqual(expected);
-      expect(pongs).toEqual(['ping!']);
+      expect(pongs).toEqual(['ping!', 'ping between fragments']);
       expect(handedBack).toEqual([]);
     }
   });
@@ -67,6 +68,38 @@ describe('FrameReader (the load generator reading frames off a socket)', () => {
     r.push(frame(1, Buffer.from('later')));
     expect(frames).toEqual(['before']);
     expect(handedBack).toEqual([Buffer.concat([close, after])]);
+  });
+
+  it('hands a close in the middle of a fragmented message back, the fragments unread', () => {
+    const close = frame(8, Buffer.alloc(0));
+    const { r, frames, handedBack } = reader();
+    r.push(Buffer.concat([frame(1, Buffer.from('half'), false), close]));
+    expect(frames).toEqual([]);
+    expect(handedBack).toEqual([close]);
+  });
+
+  it('hands a frame that breaks the protocol back, for ws to fail the connection', () => {
+    const cases: [string, Buffer, Buffer][] = [
+      ['RSV1 set', Buffer.alloc(0), Buffer.from([0xc1, 0x01, 0x61])],
+      ['reserved opcode 3', Buffer.alloc(0), frame(3, Buffer.from('x'))],
+      ['a continuation with nothing to continue', Buffer.alloc(0), frame(0, Buffer.from('x'))],
+      [
+        'a data frame inside a fragmented message',
+        frame(1, Buffer.from('a'), false),
+        frame(1, Buffer.from('b')),
+      ],
+      [
+        'a length over 100 MiB',
+        Buffer.alloc(0),
+        Buffer.from([0x81, 127, 0, 0, 0, 0, 0x10, 0, 0, 0]),
+      ],
+    ];
+    for (const [, before, bad] of cases) {
+      const { r, frames, handedBack } = reader();
+      r.push(Buffer.concat([frame(1, Buffer.from('ok')), before, bad]));
+      expect(frames).toEqual(['ok']);
+      expect(handedBack).toEqual([bad]);
+    }
   });
 
   it('hands a masked frame back (a server never masks)', () => {

@@ -4,9 +4,10 @@ import type WebSocket from 'ws';
 /**
  * A `ws` client's incoming WebSocket frames, parsed off its socket's bytes (RFC 6455, 5.2),
  * for the load generator: data frames go to `onFrame` (fragments joined first), pings are
- * answered with `pong`, pongs are dropped, and a close frame, or a masked frame (a server
- * never masks), goes back with every byte after it to `handBack` (readDirectly: to ws,
- * which answers or fails it as it always did). A payload handed to `onFrame` may be a view
+ * answered with `pong`, pongs are dropped, and a close frame, or one that breaks the
+ * protocol (masked, RSV bits, unknown opcode, out-of-place fragment, over 100 MiB), goes
+ * back with every byte after it to `handBack` (readDirectly: to ws, which answers or
+ * fails it as it always did). A payload handed to `onFrame` may be a view
  * of the chunk it came in: read it before returning.
  *
  * Why: through ws's Receiver each frame costs a Writable stream write, its parse loop and a
@@ -15,6 +16,9 @@ import type WebSocket from 'ws';
  * under test's own cost per delivery, so the last deliveries of a change waited for the
  * load generator as much as for the server. The same reader serves every `ws` target.
  */
+/** ws's default `maxPayload` (100 MiB): a longer frame goes back to ws, which fails it. */
+const MAX_PAYLOAD = 100 * 1024 * 1024;
+
 export class FrameReader {
   private pending: Buffer | null = null;
   private fragments: Buffer[] | null = null;
@@ -39,11 +43,7 @@ export class FrameReader {
       const b0 = buf[at];
       const b1 = buf[at + 1];
       const opcode = b0 & 0x0f;
-      if ((b1 & 0x80) !== 0 || opcode === 8) {
-        this.done = true;
-        this.handBack(buf.subarray(at));
-        return;
-      }
+      const data = opcode === 1 || opcode === 2;
       let len = b1 & 0x7f;
       let head = 2;
       if (len === 126) {
@@ -55,15 +55,30 @@ export class FrameReader {
         len = buf.readUInt32BE(at + 2) * 0x1_0000_0000 + buf.readUInt32BE(at + 6);
         head = 10;
       }
+      // ws's to answer: a close; and to fail (1002, 1009), as it would have: a masked
+      // frame, RSV bits (no extension is on), an unknown opcode, a continuation with
+      // nothing to continue, a data frame inside a fragmented message, over ws's maxPayload
+      if (
+        opcode === 8 ||
+        (b1 & 0x80) !== 0 ||
+        (b0 & 0x70) !== 0 ||
+        !(data || opcode === 0 || opcode === 9 || opcode === 10) ||
+        (opcode === 0 && this.fragments === null) ||
+        (data && this.fragments !== null) ||
+        len > MAX_PAYLOAD
+      ) {
+        this.done = true;
+        this.handBack(buf.subarray(at));
+        return;
+      }
       if (end - at < head + len) break;
       const payload = buf.subarray(at + head, at + head + len);
       at += head + len;
       const fin = (b0 & 0x80) !== 0;
-      if (opcode === 1 || opcode === 2) {
+      if (data) {
         if (fin) this.onFrame(payload);
         else this.fragments = [payload];
-      } else if (opcode === 0) {
-        if (this.fragments === null) continue;
+      } else if (opcode === 0 && this.fragments !== null) {
         this.fragments.push(payload);
         if (fin) {
           const whole = Buffer.concat(this.fragments);
