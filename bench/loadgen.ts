@@ -27,7 +27,7 @@ import {
   type LoadgenCommand,
   type LoadgenMessage,
 } from './lib/common';
-import { FrameReader, readDirectly } from './lib/frame-reader';
+import { FrameReader, readDirectly, readsDirectly } from './lib/frame-reader';
 
 /** Spreads client source addresses over 127.0.0.1 … 127.0.0.<n> (per-IP limits, port space). */
 const SOURCE_IPS = Math.max(1, Math.min(250, Number(process.env.BENCH_SOURCE_IPS ?? '1') || 1));
@@ -142,8 +142,7 @@ function onString(client: number, frame: string): void {
   }
 }
 
-/** `ws` (BENCH_LOADGEN_READER=ws): subscribed clients' frames go through ws's Receiver. */
-const DIRECT = (process.env.BENCH_LOADGEN_READER ?? 'direct') !== 'ws';
+const DIRECT = readsDirectly();
 
 /** Subscribed clients that readDirectly left with ws's Receiver (reported with the connect). */
 let declined = 0;

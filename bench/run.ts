@@ -25,6 +25,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import * as ts from 'typescript';
 import { changePayload, nowUs, sleep } from './lib/common';
 import { Loadgen } from './lib/loadgen-client';
+import { readsDirectly } from './lib/frame-reader';
 import {
   cpuMs,
   fdLimit,
@@ -746,10 +747,9 @@ async function main(): Promise<void> {
     machine,
     fdLimit: { ...fdLimit(), children: childFd },
     placement: pinned,
-    loadgenReader:
-      process.env.BENCH_LOADGEN_READER === 'ws'
-        ? "load generator: ws clients read frames through ws's Receiver (BENCH_LOADGEN_READER=ws)"
-        : "load generator: ws clients, whose frames are read off each socket by the load generator's FrameReader once subscribed (socket.io-client reads Socket.IO's)",
+    loadgenReader: readsDirectly()
+      ? "load generator: ws clients, whose frames are read off each socket by the load generator's FrameReader once subscribed (socket.io-client reads Socket.IO's)"
+      : "load generator: ws clients read frames through ws's Receiver (BENCH_LOADGEN_READER=ws)",
     config: {
       ns: CONFIG.ns,
       burst: CONFIG.burst,

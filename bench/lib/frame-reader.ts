@@ -2,13 +2,25 @@ import type { Socket } from 'node:net';
 import type WebSocket from 'ws';
 
 /**
+ * Whether the load generator reads subscribed clients' frames with a FrameReader (false:
+ * `BENCH_LOADGEN_READER=ws`, through ws's Receiver). The load generator asks it to choose,
+ * run.ts to say in the report which ran (the load generator inherits its environment).
+ */
+export function readsDirectly(): boolean {
+  return process.env.BENCH_LOADGEN_READER !== 'ws';
+}
+
+/** ws's default `maxPayload` (100 MiB): a longer frame goes back to ws, which fails it. */
+const MAX_PAYLOAD = 100 * 1024 * 1024;
+
+/**
  * A `ws` client's incoming WebSocket frames, parsed off its socket's bytes (RFC 6455, 5.2),
  * for the load generator: data frames go to `onFrame` (fragments joined first), pings are
  * answered with `pong`, pongs are dropped, and a close frame, or one that breaks the
  * protocol (masked, RSV bits, unknown opcode, out-of-place fragment, over 100 MiB), goes
  * back with every byte after it to `handBack` (readDirectly: to ws, which answers or
- * fails it as it always did). A payload handed to `onFrame` may be a view
- * of the chunk it came in: read it before returning.
+ * fails it as it always did). A payload handed to `onFrame` may be a view of the chunk it
+ * came in: read it before returning.
  *
  * Why: through ws's Receiver each frame costs a Writable stream write, its parse loop and a
  * 'message' event. Profiled at N = 1 000 paced (session of 2026-12-06, eighth), the load
@@ -16,9 +28,6 @@ import type WebSocket from 'ws';
  * under test's own cost per delivery, so the last deliveries of a change waited for the
  * load generator as much as for the server. The same reader serves every `ws` target.
  */
-/** ws's default `maxPayload` (100 MiB): a longer frame goes back to ws, which fails it. */
-const MAX_PAYLOAD = 100 * 1024 * 1024;
-
 export class FrameReader {
   private pending: Buffer | null = null;
   private fragments: Buffer[] | null = null;
