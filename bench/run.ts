@@ -34,6 +34,7 @@ import {
   machineInfo,
   rssBytes,
   runTimeMs,
+  waitTimeMs,
 } from './lib/proc';
 import { pinSuite } from './lib/cpus';
 import { openConnections, runToCompletion, WANTED_FD_LIMIT } from './lib/process';
@@ -325,6 +326,8 @@ async function runScenario(
   const machine0 = machineCpuMs();
   const server0 = cpuMs(rt.pid);
   const loadgen0 = cpuMs(lg.pid);
+  const serverWait0 = waitTimeMs(rt.pid);
+  const loadgenWait0 = waitTimeMs(lg.pid);
   const self0 = process.cpuUsage();
   const start = Date.now();
   const sends: Promise<void>[] = [];
@@ -342,6 +345,8 @@ async function runScenario(
   }
   const serverCpuMs = cpuMs(rt.pid) - server0;
   const loadgenCpuMs = cpuMs(lg.pid) - loadgen0;
+  const serverWaitMs = waitTimeMs(rt.pid) - serverWait0;
+  const loadgenWaitMs = waitTimeMs(lg.pid) - loadgenWait0;
   const self = process.cpuUsage(self0);
   const machine1 = machineCpuMs();
   const wallMs = Math.max(1, Date.now() - start);
@@ -367,6 +372,8 @@ async function runScenario(
     serverCpuPct: (100 * serverCpuMs) / wallMs,
     loadgenCpuPct: (100 * loadgenCpuMs) / wallMs,
     otherCpuPct: (100 * Math.max(0, otherCpuMs)) / wallMs,
+    serverWaitMs,
+    loadgenWaitMs,
     interruptCpuPct: (100 * (machine1.interrupts - machine0.interrupts)) / wallMs,
     bytesPerFrame: res.frames > 0 ? res.bytes / res.frames : NaN,
     changesPerFrame: res.frames > 0 ? res.deliveries / res.frames : NaN,

@@ -74,7 +74,23 @@ const HAS_SCHEDSTAT = existsSync('/proc/self/schedstat');
  * (a kernel built without it), utime+stime: coarser, but a figure.
  */
 export function runTimeMs(pid: number): number {
-  if (!HAS_SCHEDSTAT) return cpuMs(pid);
+  return HAS_SCHEDSTAT ? schedstatMs(pid, 0) : cpuMs(pid);
+}
+
+/**
+ * How long the threads of `pid` and its descendants were ready to run but waited for a CPU
+ * that something else held, ms (schedstat's run_delay; summed over threads, so two threads
+ * waiting 1 ms each count 2). Over a scenario it says whether another process (or another
+ * thread of the same program) took the CPU from a server or the load generator. Time the
+ * hypervisor takes from the whole virtual CPU is not in it (that is steal time). NaN
+ * without schedstat.
+ */
+export function waitTimeMs(pid: number): number {
+  return HAS_SCHEDSTAT ? schedstatMs(pid, 1) : NaN;
+}
+
+/** Field `field` of schedstat (0: time on a CPU, 1: time waiting for one), summed, in ms. */
+function schedstatMs(pid: number, field: 0 | 1): number {
   let ns = 0;
   for (const p of processTree(pid)) {
     let tasks: string[];
@@ -85,7 +101,7 @@ export function runTimeMs(pid: number): number {
     }
     for (const tid of tasks) {
       try {
-        ns += Number(readFileSync(`/proc/${p}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+        ns += Number(readFileSync(`/proc/${p}/task/${tid}/schedstat`, 'utf8').split(' ')[field]);
       } catch {
         // the thread ended meanwhile
       }

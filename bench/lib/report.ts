@@ -27,6 +27,12 @@ export interface ScenarioResult {
   loadgenCpuPct: number;
   /** Other processes on the machine (background load), % of one core. */
   otherCpuPct: number;
+  /**
+   * Time the server's threads (the load generator's) were ready to run but waited for a
+   * CPU held by something else, over the window, ms (schedstat run_delay; NaN without it)
+   */
+  serverWaitMs: number;
+  loadgenWaitMs: number;
   /** irq + softirq time machine-wide (loopback TCP), % of one core. */
   interruptCpuPct: number;
   bytesPerFrame: number;
@@ -166,6 +172,7 @@ export function fanoutTable(r: Results): Table {
     'CPU µs/deliv',
     'server CPU',
     'loadgen CPU',
+    'waited ms',
     'B/frame',
   ];
   const rows: string[][] = [];
@@ -185,6 +192,7 @@ export function fanoutTable(r: Results): Table {
           num(s.cpuUsPerDelivery, 1),
           `${num(s.serverCpuPct)}%`,
           `${num(s.loadgenCpuPct)}%`,
+          `${num(s.serverWaitMs, 1)} / ${num(s.loadgenWaitMs, 1)}`,
           num(s.bytesPerFrame),
         ]);
       }
