@@ -27,7 +27,7 @@ import {
   type LoadgenCommand,
   type LoadgenMessage,
 } from './lib/common';
-import { FrameReader, readDirectly, readsDirectly } from './lib/frame-reader';
+import { FrameReader, readDirectly, readsDirectly, sharedBufferConnect } from './lib/frame-reader';
 
 /** Spreads client source addresses over 127.0.0.1 … 127.0.0.<n> (per-IP limits, port space). */
 const SOURCE_IPS = Math.max(1, Math.min(250, Number(process.env.BENCH_SOURCE_IPS ?? '1') || 1));
@@ -201,7 +201,12 @@ function connectOne(i: number, spec: ClientSpec, token: string | undefined): Pro
     }
 
     const url = token ? `${spec.url}?access_token=${encodeURIComponent(token)}` : spec.url;
-    const ws = new WebSocket(url, { perMessageDeflate: false, localAddress: sourceAddress(i) });
+    const ws = new WebSocket(url, {
+      perMessageDeflate: false,
+      localAddress: sourceAddress(i),
+      // the FrameReader then parses each read where it landed (see sharedBufferConnect)
+      ...(DIRECT ? { createConnection: sharedBufferConnect } : {}),
+    });
     close = () => ws.terminate();
     ws.on('error', (err) => {
       if (!ready) fail(err);

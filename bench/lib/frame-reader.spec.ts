@@ -1,6 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
-import { FrameReader, readDirectly } from './frame-reader';
+import { FrameReader, readDirectly, sharedBufferConnect } from './frame-reader';
 
 /** A frame as a server writes it (unmasked unless `mask`). */
 function frame(opcode: number, payload: Buffer, fin = true, mask = false): Buffer {
@@ -111,7 +111,10 @@ describe('FrameReader (the load generator reading frames off a socket)', () => {
   });
 });
 
-describe('readDirectly (a real ws client and server)', () => {
+describe.each([
+  ['its own socket', {}],
+  ['a socket reading into the shared buffer', { createConnection: sharedBufferConnect }],
+])('readDirectly (a real ws client and server), the client on %s', (_, connectOptions) => {
   let server: WebSocketServer;
   let url: string;
 
@@ -128,7 +131,7 @@ describe('readDirectly (a real ws client and server)', () => {
 
   it('reads what the server sends, answers its ping, and gives its close back to ws', async () => {
     const peer = new Promise<WebSocket>((resolve) => server.once('connection', resolve));
-    const client = new WebSocket(url, { perMessageDeflate: false });
+    const client = new WebSocket(url, { perMessageDeflate: false, ...connectOptions });
     await new Promise<void>((resolve, reject) => {
       client.once('open', () => resolve());
       client.once('error', reject);

@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import { connect, type createConnection, type NetConnectOpts, type Socket } from 'node:net';
 import type WebSocket from 'ws';
 
 /**
@@ -20,7 +20,8 @@ const MAX_PAYLOAD = 100 * 1024 * 1024;
  * protocol (masked, RSV bits, unknown opcode, out-of-place fragment, over 100 MiB), goes
  * back with every byte after it to `handBack` (readDirectly: to ws, which answers or
  * fails it as it always did). A payload handed to `onFrame` may be a view of the chunk it
- * came in: read it before returning.
+ * came in, and that chunk may be the buffer the next read lands in (sharedBufferConnect):
+ * read it before returning. What the reader keeps between chunks, or hands back, it copies.
  *
  * Why: through ws's Receiver each frame costs a Writable stream write, its parse loop and a
  * 'message' event. Profiled at N = 1 000 paced (session of 2026-12-06, eighth), the load
@@ -77,7 +78,7 @@ export class FrameReader {
         len > MAX_PAYLOAD
       ) {
         this.done = true;
-        this.handBack(buf.subarray(at));
+        this.handBack(Buffer.from(buf.subarray(at)));
         return;
       }
       if (end - at < head + len) break;
@@ -86,9 +87,9 @@ export class FrameReader {
       const fin = (b0 & 0x80) !== 0;
       if (data) {
         if (fin) this.onFrame(payload);
-        else this.fragments = [payload];
+        else this.fragments = [Buffer.from(payload)];
       } else if (opcode === 0 && this.fragments !== null) {
-        this.fragments.push(payload);
+        this.fragments.push(Buffer.from(payload));
         if (fin) {
           const whole = Buffer.concat(this.fragments);
           this.fragments = null;
@@ -98,8 +99,49 @@ export class FrameReader {
         this.pong(payload);
       }
     }
-    if (at < end) this.pending = buf.subarray(at);
+    if (at < end) this.pending = Buffer.from(buf.subarray(at));
   }
+}
+
+/** The buffer every sharedBufferConnect socket reads into (see there). */
+const SHARED = Buffer.allocUnsafe(64 * 1024);
+
+/** A sharedBufferConnect socket's FrameReader, once readDirectly gave it one. */
+const direct = new WeakMap<Socket, { reader: FrameReader | null }>();
+
+/**
+ * ws's `createConnection` for the load generator's clients: a TCP socket whose reads land
+ * in one buffer shared by every such socket (net's `onread`), not in a new Buffer per read
+ * pushed through the socket's Readable stream. Until readDirectly gives the socket a
+ * FrameReader (and again after the reader hands a close back), each read is copied and
+ * pushed into the stream as usual, for the HTTP upgrade and ws's Receiver; from then on
+ * the reader parses it in place. One buffer serves all: a read is consumed before the
+ * event loop makes the next, and the reader copies what it keeps.
+ *
+ * Why: a `perf` of the load generator in ours' paced series (N = 1 000, session of
+ * 2026-12-06, ninth) showed the read path itself (Node allocating a 64 KiB buffer per
+ * read, `onStreamRead`, the Readable stream's push and its 'data' event) as a large part
+ * of its user-space time, and the load generator's CPU per delivery, not the server's,
+ * bounds how soon the last subscriber of a change has it.
+ */
+export const sharedBufferConnect = connectShared as typeof createConnection; // ws passes options only
+
+function connectShared(options: NetConnectOpts): Socket {
+  const state: { reader: FrameReader | null } = { reader: null };
+  const socket = connect({
+    ...options,
+    onread: {
+      buffer: SHARED,
+      callback: (nread: number, buf: Uint8Array): boolean => {
+        const chunk = Buffer.from(buf.buffer, buf.byteOffset, nread);
+        if (state.reader === null) return socket.push(Buffer.from(chunk)); // false: stop reading
+        state.reader.push(chunk);
+        return true;
+      },
+    },
+  } as NetConnectOpts);
+  direct.set(socket, state);
+  return socket;
 }
 
 /**
@@ -108,7 +150,8 @@ export class FrameReader {
  * (the load generator: when the client is subscribed). Returns false, and leaves the
  * client with ws's Receiver, when the Receiver holds part of a next frame, the client
  * has no socket, or ws's fields are not where this expects them (`_socket` and
- * `_receiver` are ws's own; package-lock.json pins ws).
+ * `_receiver` are ws's own; package-lock.json pins ws). A socket from sharedBufferConnect
+ * is read in place; any other has its 'data' listeners swapped for the reader's.
  */
 export function readDirectly(ws: WebSocket, onFrame: (payload: Buffer) => void): boolean {
   const own = ws as unknown as {
@@ -119,17 +162,23 @@ export function readDirectly(ws: WebSocket, onFrame: (payload: Buffer) => void):
   // (a ws release that renamed these leaves every client with its Receiver: no crash)
   if (!socket || typeof own._receiver?._bufferedBytes !== 'number') return false;
   if (own._receiver._bufferedBytes > 0) return false;
+  // (ws may queue a pong behind a frame it is still sending: give it its own bytes)
+  const pong = (payload: Buffer): void => ws.pong(Buffer.from(payload));
+  const shared = direct.get(socket);
+  if (shared) {
+    shared.reader = new FrameReader(onFrame, pong, (rest) => {
+      shared.reader = null;
+      socket.push(rest);
+    });
+    return true;
+  }
   const wsListeners = socket.listeners('data') as ((chunk: Buffer) => void)[];
   const onData = (chunk: Buffer): void => reader.push(chunk);
-  const reader = new FrameReader(
-    onFrame,
-    (payload) => ws.pong(payload),
-    (rest) => {
-      socket.removeListener('data', onData);
-      for (const listener of wsListeners) socket.on('data', listener);
-      for (const listener of wsListeners) listener.call(socket, rest);
-    },
-  );
+  const reader = new FrameReader(onFrame, pong, (rest) => {
+    socket.removeListener('data', onData);
+    for (const listener of wsListeners) socket.on('data', listener);
+    for (const listener of wsListeners) listener.call(socket, rest);
+  });
   socket.removeAllListeners('data');
   socket.on('data', onData);
   return true;
