@@ -33,8 +33,10 @@ import {
   machineCpuMs,
   machineInfo,
   rssBytes,
+  processTree,
   runTimeMs,
   waitTimeMs,
+  waitTimeMsOf,
 } from './lib/proc';
 import { pinSuite } from './lib/cpus';
 import { openConnections, runToCompletion, WANTED_FD_LIMIT } from './lib/process';
@@ -328,11 +330,18 @@ async function runScenario(
   const loadgen0 = cpuMs(lg.pid);
   const serverWait0 = waitTimeMs(rt.pid);
   const loadgenWait0 = waitTimeMs(lg.pid);
+  // paced: the servers' and the load generator's waits sampled as each change is published,
+  // so that a slow change can be matched with what took a CPU from them in its interval
+  const serverTree = processTree(rt.pid);
+  const waitMarks: [number, number][] = [];
   const self0 = process.cpuUsage();
   const start = Date.now();
   const sends: Promise<void>[] = [];
   for (let k = 0; k < changes; k++) {
-    if (intervalMs > 0) await sleep(start + k * intervalMs - Date.now());
+    if (intervalMs > 0) {
+      await sleep(start + k * intervalMs - Date.now());
+      waitMarks.push([waitTimeMsOf(serverTree), waitTimeMsOf([lg.pid])]);
+    }
     sends.push(
       rt.publish(seqBase + k).catch((err: Error) => void errors.push(err.message.slice(0, 200))),
     );
@@ -347,6 +356,11 @@ async function runScenario(
   const loadgenCpuMs = cpuMs(lg.pid) - loadgen0;
   const serverWaitMs = waitTimeMs(rt.pid) - serverWait0;
   const loadgenWaitMs = waitTimeMs(lg.pid) - loadgenWait0;
+  if (waitMarks.length > 0) waitMarks.push([waitTimeMsOf(serverTree), waitTimeMsOf([lg.pid])]);
+  const waitsPerChange = (i: 0 | 1): number[] | undefined =>
+    waitMarks.length > 1
+      ? waitMarks.slice(1).map((m, k) => Math.round((m[i] - waitMarks[k][i]) * 100) / 100)
+      : undefined;
   const self = process.cpuUsage(self0);
   const machine1 = machineCpuMs();
   const wallMs = Math.max(1, Date.now() - start);
@@ -374,6 +388,8 @@ async function runScenario(
     otherCpuPct: (100 * Math.max(0, otherCpuMs)) / wallMs,
     serverWaitMs,
     loadgenWaitMs,
+    serverWaitPerChangeMs: waitsPerChange(0),
+    loadgenWaitPerChangeMs: waitsPerChange(1),
     interruptCpuPct: (100 * (machine1.interrupts - machine0.interrupts)) / wallMs,
     bytesPerFrame: res.frames > 0 ? res.bytes / res.frames : NaN,
     changesPerFrame: res.frames > 0 ? res.deliveries / res.frames : NaN,

@@ -74,7 +74,7 @@ const HAS_SCHEDSTAT = existsSync('/proc/self/schedstat');
  * (a kernel built without it), utime+stime: coarser, but a figure.
  */
 export function runTimeMs(pid: number): number {
-  return HAS_SCHEDSTAT ? schedstatMs(pid, 0) : cpuMs(pid);
+  return HAS_SCHEDSTAT ? schedstatMs(processTree(pid), 0) : cpuMs(pid);
 }
 
 /**
@@ -86,13 +86,21 @@ export function runTimeMs(pid: number): number {
  * without schedstat.
  */
 export function waitTimeMs(pid: number): number {
-  return HAS_SCHEDSTAT ? schedstatMs(pid, 1) : NaN;
+  return waitTimeMsOf(processTree(pid));
+}
+
+/**
+ * waitTimeMs of these processes only (`processTree` read once before): cheap enough to
+ * sample once per paced change, where scanning all of /proc for descendants is not.
+ */
+export function waitTimeMsOf(pids: number[]): number {
+  return HAS_SCHEDSTAT ? schedstatMs(pids, 1) : NaN;
 }
 
 /** Field `field` of schedstat (0: time on a CPU, 1: time waiting for one), summed, in ms. */
-function schedstatMs(pid: number, field: 0 | 1): number {
+function schedstatMs(pids: number[], field: 0 | 1): number {
   let ns = 0;
-  for (const p of processTree(pid)) {
+  for (const p of pids) {
     let tasks: string[];
     try {
       tasks = readdirSync(`/proc/${p}/task`);

@@ -33,6 +33,9 @@ export interface ScenarioResult {
    */
   serverWaitMs: number;
   loadgenWaitMs: number;
+  /** paced: the same, over each change's interval (its publish to the next), ms */
+  serverWaitPerChangeMs?: number[];
+  loadgenWaitPerChangeMs?: number[];
   /** irq + softirq time machine-wide (loopback TCP), % of one core. */
   interruptCpuPct: number;
   bytesPerFrame: number;
@@ -207,6 +210,48 @@ export function fanoutTable(r: Results): Table {
   };
 }
 
+/**
+ * The paced series' three slowest changes per target and N (by their last delivery), with
+ * how long the server and the load generator waited for a CPU in each one's interval, and
+ * the median change for comparison: tells a change slowed by something else on the
+ * machine (a wait) from one the server was slow to deliver.
+ */
+export function slowChangesTable(r: Results): Table {
+  const headers = [
+    'target',
+    'N',
+    'change',
+    'last delivery ms',
+    'server waited ms',
+    'loadgen waited ms',
+  ];
+  const rows: string[][] = [];
+  for (const t of r.targets) {
+    for (const run of t.runs) {
+      for (const s of run.scenarios) {
+        const worst = s.worstPerChangeMs;
+        if (s.scenario !== 'paced' || !worst || !s.serverWaitPerChangeMs) continue;
+        const order = worst
+          .map((v, k) => [v ?? Infinity, k] as const)
+          .sort((a, b) => b[0] - a[0])
+          .map(([, k]) => k);
+        const row = (label: string, k: number): string[] => [
+          t.label,
+          num(run.n),
+          label,
+          worst[k] === null ? 'not delivered' : ms(worst[k] as number),
+          num(s.serverWaitPerChangeMs?.[k], 2),
+          num(s.loadgenWaitPerChangeMs?.[k], 2),
+        ];
+        for (const k of order.slice(0, 3)) rows.push(row(`#${k + 1}`, k));
+        const median = order[Math.floor(order.length / 2)];
+        rows.push(row(`#${median + 1} (median)`, median));
+      }
+    }
+  }
+  return { headers, rows, right: headers.map((_, i) => i !== 0 && i !== 2) };
+}
+
 export function connectTable(r: Results): Table {
   const headers = [
     'target',
@@ -317,6 +362,17 @@ export function markdownReport(r: Results, svgFile: string | null, noRatio: stri
     '',
   );
   if (svgFile) out.push(`![commit-to-receive latency by percentile](${svgFile})`, '');
+  const slow = slowChangesTable(r);
+  if (slow.rows.length > 0) {
+    out.push(
+      '### Slowest paced changes',
+      '',
+      "Each change's last delivery, and how long the server and the load generator waited for a CPU (schedstat run_delay, all threads) from its publish to the next change's.",
+      '',
+      markdownTable(slow),
+      '',
+    );
+  }
   out.push('## Connect and memory', '', markdownTable(connectTable(r)), '');
   out.push('## Ratios', '');
   out.push(r.ratios.length > 0 ? markdownTable(ratioTable(r)) : `No ratio: ${noRatio}.`, '');
