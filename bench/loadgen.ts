@@ -348,7 +348,8 @@ function arm(seqBase: number, count: number): void {
  * each (batching) threw them out of optimized code: the load generator then read that
  * target's first paced change with unoptimized code while TurboFan recompiled `onBuffer`
  * (10–20 ms of compiling) on its own core, 6–10 ms later to the last delivery than the
- * other changes (README, "Where we stand"). The same for every target.
+ * other changes (docs/performance-history.md, "Where we stand"). The same for every
+ * target.
  */
 function warmReaders(): void {
   const clients = 50;

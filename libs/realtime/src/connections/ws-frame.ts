@@ -131,8 +131,9 @@ function bytesOf(part: EncodedJson): Buffer {
  * One code path for one part and for several: V8 optimizes this (and batchFrame, which
  * calls it) while only single changes come, and code that such traffic never ran would be
  * compiled as a deoptimization, taken when the first burst comes: the first changes after
- * a burst would then run in a lower tier, and pay for the recompilation (README, "Where we
- * stand"). So joinInto runs the same loop for one part as for several.
+ * a burst would then run in a lower tier, and pay for the recompilation
+ * (docs/performance-history.md, "Where we stand"). So joinInto runs the same loop for one
+ * part as for several.
  */
 function tailOf(parts: readonly EncodedJson[], suffix: Buffer): Buffer {
   const first = parts[0];
