@@ -244,7 +244,9 @@ export function slowChangesTable(r: Results): Table {
           num(s.loadgenWaitPerChangeMs?.[k], 2),
         ];
         for (const k of order.slice(0, 3)) rows.push(row(`#${k + 1}`, k));
-        const median = order[Math.floor(order.length / 2)];
+        const delivered = order.filter((k) => worst[k] !== null);
+        if (delivered.length === 0) continue;
+        const median = delivered[Math.floor(delivered.length / 2)];
         rows.push(row(`#${median + 1} (median)`, median));
       }
     }

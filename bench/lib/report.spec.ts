@@ -1,0 +1,44 @@
+import { slowChangesTable, type Results } from './report';
+
+/** A result with one target whose paced series has these per-change figures. */
+function results(
+  worst: (number | null)[],
+  serverWait: number[] | undefined,
+  loadgenWait: number[] | undefined,
+): Results {
+  const paced = {
+    scenario: 'paced',
+    worstPerChangeMs: worst,
+    serverWaitPerChangeMs: serverWait,
+    loadgenWaitPerChangeMs: loadgenWait,
+  };
+  const burst = { scenario: 'burst', worstPerChangeMs: [5] };
+  return {
+    targets: [{ label: 'ours', runs: [{ n: 1000, scenarios: [burst, paced] }] }],
+  } as unknown as Results;
+}
+
+describe("slowChangesTable (the report's slowest paced changes)", () => {
+  it('lists the three slowest changes, a lost one first, then the median, with their waits', () => {
+    const t = slowChangesTable(
+      results([12.5, null, 30.25, 8, 21], [0.1, 0, 7.5, 0, 0.2], [0, 0, 0.25, 0, 12]),
+    );
+    expect(t.rows).toEqual([
+      ['ours', '1,000', '#2', 'not delivered', '0.00', '0.00'],
+      ['ours', '1,000', '#3', '30.3', '7.50', '0.25'],
+      ['ours', '1,000', '#5', '21.0', '0.20', '12.00'],
+      ['ours', '1,000', '#1 (median)', '12.5', '0.10', '0.00'],
+    ]);
+  });
+
+  it('has no median row when no change was delivered', () => {
+    expect(slowChangesTable(results([null, null], [0, 1], [2, 3])).rows).toEqual([
+      ['ours', '1,000', '#1', 'not delivered', '0.00', '2.00'],
+      ['ours', '1,000', '#2', 'not delivered', '1.00', '3.00'],
+    ]);
+  });
+
+  it('has no rows for a series without per-change waits (a report from before them)', () => {
+    expect(slowChangesTable(results([12, 30], undefined, undefined)).rows).toEqual([]);
+  });
+});
