@@ -1,4 +1,4 @@
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
 import { FrameReader, readDirectly, sharedBufferConnect } from './frame-reader';
 
@@ -137,11 +137,15 @@ describe.each([
       client.once('error', reject);
     });
     const frames: string[] = [];
-    const viaWs: unknown[] = [];
-    client.on('message', (data) => viaWs.push(data));
+    const viaWs: string[] = [];
+    client.on('message', (data) => viaWs.push(String(data)));
+    const s = await peer;
+    // before the reader takes over, frames reach ws (the handshake's path)
+    const early = new Promise((resolve) => client.once('message', resolve));
+    s.send('early');
+    await early;
     expect(readDirectly(client, (p) => frames.push(p.toString()))).toBe(true);
 
-    const s = await peer;
     const big = 'x'.repeat(70_000);
     const pong = new Promise<string>((resolve) => s.once('pong', (d) => resolve(d.toString())));
     s.send('one');
@@ -158,6 +162,53 @@ describe.each([
     s.close(4001, 'bye');
     expect(await closed).toEqual([4001, 'bye']);
     expect(frames).toEqual(['one', 'y'.repeat(300), big, 'fragment']);
-    expect(viaWs).toEqual([]);
+    expect(viaWs).toEqual(['early']);
+  });
+});
+
+describe('readDirectly on a socket reading into the shared buffer', () => {
+  it("reads the bytes already in the socket's stream first, then the socket's", async () => {
+    const server = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+    await new Promise<void>((resolve) => server.once('listening', () => resolve()));
+    try {
+      const peer = new Promise<WebSocket>((resolve) => server.once('connection', resolve));
+      const client = new WebSocket(`ws://127.0.0.1:${(server.address() as AddressInfo).port}`, {
+        perMessageDeflate: false,
+        createConnection: sharedBufferConnect,
+      });
+      await new Promise<void>((resolve, reject) => {
+        client.once('open', () => resolve());
+        client.once('error', reject);
+      });
+      const s = await peer;
+      // as ws leaves bytes that came with the upgrade response: back in the socket's stream,
+      // here a whole frame and the first bytes of the next
+      const second = frame(1, Buffer.from('second, cut in two'));
+      const socket = (client as unknown as { _socket: Socket })._socket;
+      client.pause();
+      socket.unshift(Buffer.concat([frame(1, Buffer.from('first')), second.subarray(0, 5)]));
+      const viaWs: string[] = [];
+      client.on('message', (data) => viaWs.push(String(data)));
+      const frames: string[] = [];
+      const third = new Promise<void>((resolve) =>
+        expect(
+          readDirectly(client, (p) => {
+            frames.push(p.toString());
+            if (frames.length === 3) resolve();
+          }),
+        ).toBe(true),
+      );
+      client.resume();
+      // the rest of the cut frame, as a server would go on writing it
+      (s as unknown as { _socket: Socket })._socket.write(second.subarray(5));
+      s.send('third');
+      await third;
+      expect(frames).toEqual(['first', 'second, cut in two', 'third']);
+      expect(viaWs).toEqual([]);
+      client.terminate();
+    } finally {
+      for (const c of server.clients) c.terminate();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 });

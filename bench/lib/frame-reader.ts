@@ -124,7 +124,8 @@ const direct = new WeakMap<Socket, { reader: FrameReader | null }>();
  * of its user-space time, and the load generator's CPU per delivery, not the server's,
  * bounds how soon the last subscriber of a change has it.
  */
-export const sharedBufferConnect = connectShared as typeof createConnection; // ws passes options only
+// (http.request calls it with the options and a callback; a socket returned is used as is)
+export const sharedBufferConnect = connectShared as typeof createConnection;
 
 function connectShared(options: NetConnectOpts): Socket {
   const state: { reader: FrameReader | null } = { reader: null };
@@ -151,7 +152,8 @@ function connectShared(options: NetConnectOpts): Socket {
  * client with ws's Receiver, when the Receiver holds part of a next frame, the client
  * has no socket, or ws's fields are not where this expects them (`_socket` and
  * `_receiver` are ws's own; package-lock.json pins ws). A socket from sharedBufferConnect
- * is read in place; any other has its 'data' listeners swapped for the reader's.
+ * is read in place, the bytes its stream already holds first; any other has its 'data'
+ * listeners swapped for the reader's, which also takes what its stream holds, in order.
  */
 export function readDirectly(ws: WebSocket, onFrame: (payload: Buffer) => void): boolean {
   const own = ws as unknown as {
@@ -166,10 +168,21 @@ export function readDirectly(ws: WebSocket, onFrame: (payload: Buffer) => void):
   const pong = (payload: Buffer): void => ws.pong(Buffer.from(payload));
   const shared = direct.get(socket);
   if (shared) {
-    shared.reader = new FrameReader(onFrame, pong, (rest) => {
+    const reader = new FrameReader(onFrame, pong, (rest) => {
       shared.reader = null;
       socket.push(rest);
     });
+    // bytes already in the socket's stream (ws puts back what came with the upgrade
+    // response) come before any later read: the reader takes them first, ws not at all
+    let queued: Buffer | null = null;
+    if (socket.readableLength > 0) {
+      const listeners = socket.listeners('data') as ((chunk: Buffer) => void)[];
+      socket.removeAllListeners('data');
+      queued = socket.read() as Buffer | null;
+      for (const listener of listeners) socket.on('data', listener);
+    }
+    shared.reader = reader;
+    if (queued !== null) reader.push(queued);
     return true;
   }
   const wsListeners = socket.listeners('data') as ((chunk: Buffer) => void)[];
