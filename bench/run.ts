@@ -330,17 +330,22 @@ async function runScenario(
   const loadgen0 = cpuMs(lg.pid);
   const serverWait0 = waitTimeMs(rt.pid);
   const loadgenWait0 = waitTimeMs(lg.pid);
-  // paced: the servers' and the load generator's waits sampled as each change is published,
-  // so that a slow change can be matched with what took a CPU from them in its interval
+  // paced: the server's and the load generator's waits sampled as each change is published
+  // (and once all is delivered), so that a slow change can be matched with what took a
+  // CPU from them in its interval
   const serverTree = processTree(rt.pid);
+  const loadgenTree = processTree(lg.pid);
   const waitMarks: [number, number][] = [];
+  const markWaits = (): void => {
+    waitMarks.push([waitTimeMsOf(serverTree), waitTimeMsOf(loadgenTree)]);
+  };
   const self0 = process.cpuUsage();
   const start = Date.now();
   const sends: Promise<void>[] = [];
   for (let k = 0; k < changes; k++) {
     if (intervalMs > 0) {
       await sleep(start + k * intervalMs - Date.now());
-      waitMarks.push([waitTimeMsOf(serverTree), waitTimeMsOf([lg.pid])]);
+      markWaits();
     }
     sends.push(
       rt.publish(seqBase + k).catch((err: Error) => void errors.push(err.message.slice(0, 200))),
@@ -348,6 +353,7 @@ async function runScenario(
   }
   await Promise.all(sends);
   const res = await lg.collect(bounded(CONFIG.collectTimeoutMs));
+  if (waitMarks.length > 0) markWaits(); // the last change's interval ends with delivery
   if (perf) {
     perf.kill('SIGINT');
     await new Promise((resolve) => perf.once('exit', resolve));
@@ -356,7 +362,6 @@ async function runScenario(
   const loadgenCpuMs = cpuMs(lg.pid) - loadgen0;
   const serverWaitMs = waitTimeMs(rt.pid) - serverWait0;
   const loadgenWaitMs = waitTimeMs(lg.pid) - loadgenWait0;
-  if (waitMarks.length > 0) waitMarks.push([waitTimeMsOf(serverTree), waitTimeMsOf([lg.pid])]);
   const waitsPerChange = (i: 0 | 1): number[] | undefined =>
     waitMarks.length > 1
       ? waitMarks.slice(1).map((m, k) => Math.round((m[i] - waitMarks[k][i]) * 100) / 100)
@@ -771,7 +776,7 @@ async function main(): Promise<void> {
     fdLimit: { ...fdLimit(), children: childFd },
     placement: pinned,
     loadgenReader: readsDirectly()
-      ? "load generator: ws clients, whose frames are read off each socket by the load generator's FrameReader once subscribed (socket.io-client reads Socket.IO's)"
+      ? "load generator: ws clients, whose frames are read off each socket by the load generator's FrameReader once subscribed, in place, from one buffer all sockets read into (socket.io-client reads Socket.IO's)"
       : "load generator: ws clients read frames through ws's Receiver (BENCH_LOADGEN_READER=ws)",
     config: {
       ns: CONFIG.ns,

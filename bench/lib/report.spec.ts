@@ -31,6 +31,12 @@ describe("slowChangesTable (the report's slowest paced changes)", () => {
     ]);
   });
 
+  it('has no median row when the median is among the three slowest (a short series)', () => {
+    expect(
+      slowChangesTable(results([3, 9, 6], [0, 0, 0], [0, 0, 0])).rows.map((r) => r[2]),
+    ).toEqual(['#2', '#3', '#1']);
+  });
+
   it('has no median row when no change was delivered', () => {
     expect(slowChangesTable(results([null, null], [0, 1], [2, 3])).rows).toEqual([
       ['ours', '1,000', '#1', 'not delivered', '0.00', '2.00'],
