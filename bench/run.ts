@@ -328,6 +328,7 @@ async function runScenario(
   const machine0 = machineCpuMs();
   const server0 = cpuMs(rt.pid);
   const loadgen0 = cpuMs(lg.pid);
+  const serverRun0 = runTimeMs(rt.pid);
   const serverWait0 = waitTimeMs(rt.pid);
   const loadgenWait0 = waitTimeMs(lg.pid);
   // paced: the server's and the load generator's waits sampled as each change is published
@@ -360,6 +361,7 @@ async function runScenario(
   }
   const serverCpuMs = cpuMs(rt.pid) - server0;
   const loadgenCpuMs = cpuMs(lg.pid) - loadgen0;
+  const serverRunMs = runTimeMs(rt.pid) - serverRun0;
   const serverWaitMs = waitTimeMs(rt.pid) - serverWait0;
   const loadgenWaitMs = waitTimeMs(lg.pid) - loadgenWait0;
   const waitsPerChange = (i: 0 | 1): number[] | undefined =>
@@ -388,6 +390,8 @@ async function runScenario(
     bestPerChangeMs: res.bestPerChangeMs,
     serverCpuMs,
     cpuUsPerDelivery: res.deliveries > 0 ? (serverCpuMs * 1000) / res.deliveries : NaN,
+    serverRunMs,
+    cpuUsPerDeliveryExact: res.deliveries > 0 ? (serverRunMs * 1000) / res.deliveries : NaN,
     serverCpuPct: (100 * serverCpuMs) / wallMs,
     loadgenCpuPct: (100 * loadgenCpuMs) / wallMs,
     otherCpuPct: (100 * Math.max(0, otherCpuMs)) / wallMs,
@@ -649,6 +653,7 @@ function ratios(targets: TargetResult[]): Ratio[] {
           scenario: s.scenario,
           deliveriesPerSec: s.deliveriesPerSec / p.deliveriesPerSec,
           cpuPerDelivery: s.cpuUsPerDelivery / p.cpuUsPerDelivery,
+          cpuPerDeliveryExact: (s.cpuUsPerDeliveryExact ?? NaN) / (p.cpuUsPerDeliveryExact ?? NaN),
         });
       }
     }
