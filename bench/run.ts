@@ -329,13 +329,15 @@ async function runScenario(
   const server0 = cpuMs(rt.pid);
   const loadgen0 = cpuMs(lg.pid);
   const serverRun0 = runTimeMs(rt.pid);
-  const serverWait0 = waitTimeMs(rt.pid);
-  const loadgenWait0 = waitTimeMs(lg.pid);
+  // (each processTree scans all of /proc: read once here, for the totals' start and for
+  // the per-change samples below)
+  const serverTree = processTree(rt.pid);
+  const loadgenTree = processTree(lg.pid);
+  const serverWait0 = waitTimeMsOf(serverTree);
+  const loadgenWait0 = waitTimeMsOf(loadgenTree);
   // paced: the server's and the load generator's waits sampled as each change is published
   // (and once all is delivered), so that a slow change can be matched with what took a
   // CPU from them in its interval
-  const serverTree = processTree(rt.pid);
-  const loadgenTree = processTree(lg.pid);
   const waitMarks: [number, number][] = [];
   const markWaits = (): void => {
     waitMarks.push([waitTimeMsOf(serverTree), waitTimeMsOf(loadgenTree)]);
