@@ -16,7 +16,7 @@ export { RequestContext } from './auth/request-context';
 export { AuditService, type AuditEntry } from './audit/audit.service';
 export { AuditLog } from './audit/audit-log.entity';
 export * from './common/realtime.errors';
-export { HttpErrorFilter } from './common/http-exception.filter';
+export { HttpErrorFilter, httpErrorBody } from './common/http-exception.filter';
 export { zodDetails } from './common/zod-details';
 export { MetricsService } from './metrics/metrics.service';
 export type { ChangeBus } from './notifications/change-bus';

@@ -1,6 +1,5 @@
 import { Inject, MiddlewareConsumer, Module, NestModule } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import type { NextFunction, Request, Response } from 'express';
 import { AbilityService } from './auth/ability.service';
 import { AuthGuard } from './auth/auth.guard';
 import { RequestContext } from './auth/request-context';
@@ -98,7 +97,7 @@ export class RealtimeModule extends RealtimeConfigurableModule implements NestMo
     if (!this.options.requestContext) return;
     // every request runs in its own context, where the auth guard records the actor
     consumer
-      .apply((_req: Request, _res: Response, next: NextFunction) => RequestContext.run(next))
+      .apply((_req: unknown, _res: unknown, next: () => void) => RequestContext.run(next))
       .forRoutes('*');
   }
 }

@@ -1,7 +1,7 @@
 import { CanActivate, ExecutionContext, Injectable } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
-import type { Request } from 'express';
 import { AuditService } from '../audit/audit.service';
+import { HttpRequest, pathOf } from '../common/http-objects';
 import { ForbiddenError, UnauthorizedError } from '../common/realtime.errors';
 import { AUTHENTICATED_KEY } from '../realtime.constants';
 import { AbilityService } from './ability.service';
@@ -25,7 +25,7 @@ export class AuthGuard implements CanActivate {
         context.getHandler(),
         context.getClass(),
       ]) ?? {};
-    const req = context.switchToHttp().getRequest<Request & Record<string, unknown>>();
+    const req = context.switchToHttp().getRequest<HttpRequest & Record<string, unknown>>();
     let principal;
     try {
       principal = this.tokens.verify(this.tokens.extract(req));
@@ -34,7 +34,7 @@ export class AuthGuard implements CanActivate {
       this.audit.record({
         action: 'auth_failed',
         outcome: 'failure',
-        details: { transport: 'http', path: req.path, reason: message },
+        details: { transport: 'http', path: pathOf(req), reason: message },
         ipAddress: req.ip ?? null,
         userAgent: req.headers['user-agent'] ?? null,
       });

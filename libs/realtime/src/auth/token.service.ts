@@ -1,7 +1,6 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { JwtService } from '@nestjs/jwt';
-import type { Request } from 'express';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders } from 'node:http';
 import { createPublicKey, createSecretKey, KeyObject } from 'node:crypto';
 import { InjectRealtimeOptions } from '../realtime.module-definition';
 import type { RealtimeModuleOptions } from '../realtime.options';
@@ -55,7 +54,7 @@ export class TokenService {
   }
 
   /** Reads the token of a request: `Authorization: Bearer …` or `?access_token=…`. */
-  extract(req: Request | IncomingMessage): string | undefined {
+  extract(req: { headers: IncomingHttpHeaders; url?: string }): string | undefined {
     const header = req.headers.authorization;
     if (typeof header === 'string' && header.startsWith('Bearer ')) return header.slice(7).trim();
     const url = req.url ?? '';

@@ -1,5 +1,5 @@
 import { ArgumentsHost, Catch, ExceptionFilter, HttpException, Logger } from '@nestjs/common';
-import type { Response } from 'express';
+import { HttpResponse, rawResponse, sendJson } from './http-objects';
 import { RawBodyHttpException } from './realtime.errors';
 
 const CODES: Record<number, string> = {
@@ -13,9 +13,18 @@ const CODES: Record<number, string> = {
   429: 'rate_limited',
 };
 
+/** Fastify's errors of a request body, by code, as body-parser's `type`s read. */
+const FASTIFY_BODY_ERRORS: Record<string, string> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'entity.too.large',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'entity.parse.failed',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'entity.parse.failed',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'request.size.invalid',
+};
+
 /**
  * Answers every HTTP error as `{statusCode, code, message, details?}` and never leaks an
- * internal error's text. Body-parser errors (malformed JSON, too large) arrive here too.
+ * internal error's text. Body-parser errors (malformed JSON, too large) arrive here too,
+ * Express's (body-parser) and Fastify's alike. Works on either HTTP adapter.
  */
 @Catch()
 export class HttpErrorFilter implements ExceptionFilter {
@@ -23,50 +32,63 @@ export class HttpErrorFilter implements ExceptionFilter {
 
   catch(exception: unknown, host: ArgumentsHost): void {
     if (host.getType() !== 'http') return;
-    const res = host.switchToHttp().getResponse<Response>();
-    if (res.headersSent) {
-      res.end();
+    const res = host.switchToHttp().getResponse<HttpResponse>();
+    const raw = rawResponse(res);
+    if (raw.headersSent) {
+      raw.end();
       return;
     }
-    const { status, body } = this.toBody(exception);
-    res.status(status).json(body);
+    const { status, body } = httpErrorBody(exception);
+    if (status === 500 && !(exception instanceof HttpException)) {
+      this.logger.error(exception instanceof Error ? exception.stack : String(exception));
+    }
+    sendJson(res, status, body);
   }
+}
 
-  private toBody(exception: unknown): { status: number; body: Record<string, unknown> } {
-    if (exception instanceof RawBodyHttpException) {
-      return {
-        status: exception.getStatus(),
-        body: exception.getResponse() as Record<string, unknown>,
-      };
-    }
-    if (exception instanceof HttpException) {
-      const status = exception.getStatus();
-      const response = exception.getResponse();
-      if (typeof response === 'object' && response !== null && 'code' in response) {
-        return { status, body: response as Record<string, unknown> };
-      }
-      const message =
-        typeof response === 'string'
-          ? response
-          : String((response as { message?: unknown }).message ?? exception.message);
-      return { status, body: { statusCode: status, code: CODES[status] ?? 'error', message } };
-    }
-    // body-parser errors carry a status and a type
-    const e = exception as { status?: number; statusCode?: number; type?: string };
-    const status = e?.status ?? e?.statusCode;
-    if (typeof status === 'number' && status >= 400 && status < 500) {
-      const message =
-        e.type === 'entity.parse.failed'
-          ? 'malformed JSON body'
-          : e.type === 'entity.too.large'
-            ? 'request body too large'
-            : 'bad request';
-      return {
-        status,
-        body: { statusCode: status, code: CODES[status] ?? 'bad_request', message },
-      };
-    }
-    this.logger.error(exception instanceof Error ? exception.stack : String(exception));
-    return { status: 500, body: { statusCode: 500, code: 'internal', message: 'internal error' } };
+/**
+ * The answer HttpErrorFilter gives to `exception`: its status and its JSON body. Also for
+ * code that answers errors before Nest's routing (an Express error middleware).
+ */
+export function httpErrorBody(exception: unknown): {
+  status: number;
+  body: Record<string, unknown>;
+} {
+  if (exception instanceof RawBodyHttpException) {
+    return {
+      status: exception.getStatus(),
+      body: exception.getResponse() as Record<string, unknown>,
+    };
   }
+  if (exception instanceof HttpException) {
+    const status = exception.getStatus();
+    const response = exception.getResponse();
+    if (typeof response === 'object' && response !== null && 'code' in response) {
+      return { status, body: response as Record<string, unknown> };
+    }
+    const message =
+      typeof response === 'string'
+        ? response
+        : String((response as { message?: unknown }).message ?? exception.message);
+    return { status, body: { statusCode: status, code: CODES[status] ?? 'error', message } };
+  }
+  // body-parser errors carry a status and a type; Fastify's a statusCode and a code
+  const e = exception as { status?: number; statusCode?: number; type?: string; code?: string };
+  const status = e?.status ?? e?.statusCode;
+  if (typeof status === 'number' && status >= 400 && status < 500) {
+    const type = e.type ?? (typeof e.code === 'string' ? FASTIFY_BODY_ERRORS[e.code] : undefined);
+    const message =
+      type === 'entity.parse.failed'
+        ? 'malformed JSON body'
+        : type === 'entity.too.large'
+          ? 'request body too large'
+          : type === 'charset.unsupported' || type === 'encoding.unsupported'
+            ? 'unsupported request body encoding'
+            : 'bad request';
+    return {
+      status,
+      body: { statusCode: status, code: CODES[status] ?? 'bad_request', message },
+    };
+  }
+  return { status: 500, body: { statusCode: 500, code: 'internal', message: 'internal error' } };
 }

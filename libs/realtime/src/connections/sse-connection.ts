@@ -1,5 +1,5 @@
 import type { AnyAbility } from '@casl/ability';
-import type { Response } from 'express';
+import type { ServerResponse } from 'node:http';
 import type { Principal, ServerEventType } from '../realtime.types';
 import type { EmitOptions } from '../subscriptions/subscription-sink';
 import { Connection } from './connection';
@@ -25,7 +25,7 @@ export class SseConnection extends Connection {
   safeId: () => number = () => Number.MAX_SAFE_INTEGER;
 
   constructor(
-    private readonly res: Response,
+    private readonly res: ServerResponse,
     principal: Principal,
     ability: AnyAbility,
     remote: { ip: string | null; userAgent: string | null },

@@ -1,9 +1,16 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Post, Req, Res } from '@nestjs/common';
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
-import type { Request, Response } from 'express';
 import { AbilityService } from '../auth/ability.service';
 import { TokenError, TokenService } from '../auth/token.service';
 import { AuditService } from '../audit/audit.service';
+import {
+  HttpRequest,
+  HttpResponse,
+  pathOf,
+  rawRequest,
+  rawResponse,
+  takeOver,
+} from '../common/http-objects';
 import {
   ForbiddenError,
   NotFoundError,
@@ -49,15 +56,15 @@ export class SseController {
     private readonly audit: AuditService,
   ) {}
 
-  private authenticate(req: Request): Principal {
+  private authenticate(req: HttpRequest): Principal {
     try {
       return this.tokens.verify(this.tokens.extract(req));
     } catch (e) {
-      const remote = remoteOf(req);
+      const remote = remoteOf(rawRequest(req));
       this.audit.record({
         action: 'auth_failed',
         outcome: 'failure',
-        details: { transport: 'sse', path: req.path, reason: (e as Error).message },
+        details: { transport: 'sse', path: pathOf(req), reason: (e as Error).message },
         ipAddress: remote.ip,
         userAgent: remote.userAgent,
       });
@@ -69,8 +76,10 @@ export class SseController {
   @ApiOperation({
     summary: 'Open an event stream; ?subscribe=<query JSON> may repeat; Last-Event-ID resumes',
   })
-  async stream(@Req() req: Request, @Res() res: Response): Promise<void> {
-    const remote = remoteOf(req);
+  async stream(@Req() req: HttpRequest, @Res() reply: HttpResponse): Promise<void> {
+    const remote = remoteOf(rawRequest(req));
+    // the stream is written to the Node response (Express's is one; Fastify's reply has it)
+    const res = rawResponse(reply);
     if (!(await this.registry.allowAttempt(remote.ip))) {
       res.setHeader('Retry-After', '60');
       throw new RealtimeHttpException(429, 'rate_limited', 'too many connection attempts');
@@ -89,7 +98,7 @@ export class SseController {
       });
       throw e;
     }
-    const raw = req.query.subscribe;
+    const raw = (req.query as Record<string, unknown> | undefined)?.subscribe;
     const list = raw === undefined ? [] : Array.isArray(raw) ? raw : [raw];
     const queries: Query[] = [];
     try {
@@ -107,7 +116,9 @@ export class SseController {
     } catch (e) {
       toHttp(e);
     }
-    const lastEventId = req.headers['last-event-id'] ?? req.query.lastEventId;
+    const lastEventId =
+      req.headers['last-event-id'] ??
+      (req.query as Record<string, unknown> | undefined)?.lastEventId;
     const resumeFrom =
       typeof lastEventId === 'string' && lastEventId !== '' ? lastEventId : undefined;
     const { maxBufferedBytes } = this.registry.limits;
@@ -125,7 +136,7 @@ export class SseController {
     res.setHeader('Cache-Control', 'no-cache, no-transform');
     res.setHeader('Connection', 'keep-alive');
     res.setHeader('X-Accel-Buffering', 'no');
-    req.socket.setNoDelay(true);
+    rawRequest(req).socket.setNoDelay(true);
     try {
       this.registry.admit(connection);
     } catch (e) {
@@ -136,6 +147,8 @@ export class SseController {
       }
       toHttp(e);
     }
+    // from here on the handler owns the response (Fastify would answer when it returns)
+    takeOver(reply);
     res.on('close', () => this.registry.release(connection));
     for (const query of queries) {
       if (!connection.open) break; // the client went away while earlier ones started
@@ -150,7 +163,7 @@ export class SseController {
     }
   }
 
-  private owned(req: Request, connectionId: string): SseConnection {
+  private owned(req: HttpRequest, connectionId: string): SseConnection {
     const principal = this.authenticate(req);
     const connection = this.registry.get(connectionId);
     if (!connection || connection.transport !== 'sse') {
@@ -165,7 +178,7 @@ export class SseController {
   @Post(':connectionId/subscriptions')
   @ApiOperation({ summary: 'Add a subscription to an open stream: {query, resumeFrom?}' })
   async add(
-    @Req() req: Request,
+    @Req() req: HttpRequest,
     @Param('connectionId') connectionId: string,
     @Body() body: unknown,
   ) {
@@ -190,7 +203,7 @@ export class SseController {
   @Delete(':connectionId/subscriptions/:subscriptionId')
   @HttpCode(204)
   remove(
-    @Req() req: Request,
+    @Req() req: HttpRequest,
     @Param('connectionId') connectionId: string,
     @Param('subscriptionId') subscriptionId: string,
   ): void {
