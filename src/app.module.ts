@@ -1,9 +1,7 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
-import { ServeStaticModule } from '@nestjs/serve-static';
 import { TerminusModule } from '@nestjs/terminus';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import { join } from 'node:path';
 import { HttpErrorFilter, RealtimeModule } from '@app/realtime';
 import { AuthController } from './auth/auth.controller';
 import { IdempotencyKeySweeper } from './common/idempotency-key.sweeper';
@@ -51,16 +49,6 @@ export class AppModule {
           limits: Object.fromEntries(
             Object.entries(config.limits).filter(([, v]) => v !== undefined),
           ),
-        }),
-        ServeStaticModule.forRoot({
-          rootPath: join(__dirname, 'public'),
-          exclude: [
-            '/api/{*rest}',
-            '/realtime/{*rest}',
-            '/admin/{*rest}',
-            '/auth/{*rest}',
-            '/docs/{*rest}',
-          ],
         }),
         TerminusModule,
         ProjectsModule,

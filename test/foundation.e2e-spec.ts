@@ -267,6 +267,75 @@ describeEachDb('foundation', (db) => {
     });
   });
 
+  /**
+   * The sample app runs on Fastify by default and on Express with HTTP_ADAPTER=express;
+   * `npm test` runs the e2e suites on both. Request bodies are read alike on both (see
+   * src/json-body.fastify.ts): what a client sees must not depend on the adapter.
+   */
+  describe('HTTP adapter', () => {
+    it('is the one the run names (HTTP_ADAPTER, Fastify by default)', () => {
+      expect(t.app.getHttpAdapter().getType()).toBe(process.env.HTTP_ADAPTER ?? 'fastify');
+    });
+
+    it('serves the demo page and its client library, and answers unknown paths with a JSON 404', async () => {
+      const page = await fetch(`${t.http}/`);
+      expect(page.status).toBe(200);
+      expect(page.headers.get('content-type')).toMatch(/^text\/html/);
+      expect(await page.text()).toContain('<html');
+      const client = await fetch(`${t.http}/client/realtime-client.js`);
+      expect(client.status).toBe(200);
+      expect(client.headers.get('content-type')).toMatch(/javascript/);
+      for (const path of ['/api/nope', '/nope.html', '/realtime/nope']) {
+        const r = await t.api(USERS.alice, 'GET', path);
+        expect([path, r.status, r.body.code]).toEqual([path, 404, 'not_found']);
+      }
+    });
+
+    it('ignores a body that is not JSON, as if there were none', async () => {
+      for (const [type, text] of [
+        ['application/x-www-form-urlencoded', 'title=formed&department=eng'],
+        ['text/plain', '{"title":"plain"}'],
+        ['application/octet-stream', 'xyz'],
+      ]) {
+        const r = await t.api(USERS.alice, 'POST', '/api/tasks', text, { 'content-type': type });
+        expect([type, r.status, r.body.code]).toEqual([type, 400, 'validation_failed']);
+        // the same answer as a request without a body
+        const paths = r.body.details.map((d: any) => d.path);
+        expect(paths).toEqual(expect.arrayContaining(['projectId', 'title']));
+      }
+    });
+
+    it('reads an empty JSON body as {} and answers other charsets 415', async () => {
+      const empty = await t.api(USERS.alice, 'POST', '/api/tasks', '', {
+        'content-type': 'application/json',
+      });
+      expect(empty.status).toBe(400);
+      expect(empty.body.code).toBe('validation_failed');
+      const latin1 = await t.api(USERS.alice, 'POST', '/api/tasks', '{"title":"x"}', {
+        'content-type': 'application/json; charset=latin1',
+      });
+      expect(latin1.status).toBe(415);
+      expect(latin1.body.code).toBe('unsupported_media_type');
+      const utf8 = await t.api(
+        USERS.alice,
+        'PATCH',
+        `/api/tasks/${engTask.id}`,
+        '{"title":"charset named"}',
+        { 'content-type': 'Application/JSON; charset=UTF-8' },
+      );
+      expect(utf8.status).toBe(200);
+      expect(utf8.body.title).toBe('charset named');
+      engTask = utf8.body;
+    });
+
+    it('answers JSON that is not an object or an array 400, as malformed', async () => {
+      for (const text of ['"just a string"', 'null', '42', 'true']) {
+        const r = await t.api(USERS.alice, 'POST', '/api/tasks', text);
+        expect([text, r.status, r.body.message]).toEqual([text, 400, 'malformed JSON body']);
+      }
+    });
+  });
+
   describe('authentication', () => {
     const attempts: [string, () => Record<string, string>][] = [
       ['missing', () => ({})],

@@ -16,6 +16,7 @@ describe('loadConfig', () => {
     expect(config.databaseUrl).toBeUndefined();
     expect(config.demoUsers).toBe(true);
     expect(config.nativeWrites).toBe(true);
+    expect(config.httpAdapter).toBe('fastify');
     expect(config.jwt.secret).toHaveLength(64);
     expect(readFileSync(join(dir, 'jwt-secret'), 'utf8')).toBe(config.jwt.secret);
     expect(loadConfig({ DATA_DIR: dir }).jwt.secret).toBe(config.jwt.secret);
@@ -37,6 +38,7 @@ describe('loadConfig', () => {
     ['REDIS_URL', 'localhost:6379'],
     ['JWT_SECRET', 'short'],
     ['DEMO_USERS', 'maybe'],
+    ['HTTP_ADAPTER', 'koa'],
     ['HEARTBEAT_INTERVAL_MS', '5'],
     ['SQLITE_CHECKPOINT_MS', 'often'],
     ['SQLITE_CHECKPOINT_MS', '-1'],

@@ -21,6 +21,7 @@ const EnvSchema = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
   PORT: int(0, 65535).default('3000'),
   HOST: z.string().default('0.0.0.0'),
+  HTTP_ADAPTER: z.enum(['fastify', 'express']).default('fastify'),
   DATA_DIR: z.string().default('./data'),
   DATABASE_URL: z
     .string()
@@ -61,6 +62,8 @@ export interface AppConfig {
   env: 'development' | 'production' | 'test';
   port: number;
   host: string;
+  /** which HTTP server Nest runs on (the library works on both) */
+  httpAdapter: 'express' | 'fastify';
   dataDir: string;
   databaseUrl?: string;
   redisUrl?: string;
@@ -127,6 +130,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     env: e.NODE_ENV,
     port: e.PORT,
     host: e.HOST,
+    httpAdapter: e.HTTP_ADAPTER,
     dataDir,
     databaseUrl: e.DATABASE_URL,
     redisUrl: e.REDIS_URL,

@@ -65,6 +65,8 @@ export async function startTestApp(
     JWT_SECRET: secret,
     LOG_LEVEL: 'error',
     DEMO_USERS: 'true',
+    // the whole suite runs on either adapter (README, "Tests")
+    ...(process.env.HTTP_ADAPTER ? { HTTP_ADAPTER: process.env.HTTP_ADAPTER } : {}),
     ...env,
   };
   if (db === 'postgres') {
