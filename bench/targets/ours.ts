@@ -6,7 +6,9 @@
  *   chooseLaunch for BENCH_OURS_BUILD=dist|ts-node); how it ran is noted in the report.
  * - Env: PORT, DATA_DIR (fresh temp dir), DEMO_USERS=true, JWT_SECRET (random),
  *   NODE_ENV=production, LOG_LEVEL=warn, the limits in LIMIT_ENV raised, and anything in
- *   BENCH_OURS_ENV (`KEY=value,KEY=value`). DATABASE_URL and REDIS_URL are removed.
+ *   BENCH_OURS_ENV (`KEY=value,KEY=value`; `HTTP_ADAPTER=express` runs the app on Express
+ *   instead of its default, Fastify). DATABASE_URL and REDIS_URL are removed. The report
+ *   notes which adapter ran.
  * - Ready when `GET /health` answers 200.
  * - Subscribers: `ws://…/realtime/ws?access_token=<HS256 JWT>` (sub `bench-user-<i>`, roles
  *   ['manager'], attrs {department:'eng'}), then `subscribe` {collection:'tasks'}.
@@ -126,6 +128,17 @@ function extraEnv(): Record<string, string> {
     if (eq > 0) out[pair.slice(0, eq).trim()] = pair.slice(eq + 1).trim();
   }
   return out;
+}
+
+/**
+ * The HTTP adapter the app runs on: HTTP_ADAPTER when the bench's environment sets it,
+ * otherwise the default that src/config/app.config.ts declares.
+ */
+function httpAdapterOf(root: string, env: Record<string, string>): string {
+  if (env.HTTP_ADAPTER) return env.HTTP_ADAPTER;
+  const source = readFileSync(join(root, 'src/config/app.config.ts'), 'utf8');
+  const m = /HTTP_ADAPTER:[^\n]*\.default\('(\w+)'\)/.exec(source);
+  return m ? `${m[1]} (the app's default)` : "the app's default";
 }
 
 /**
@@ -270,6 +283,7 @@ export const oursTarget: Target = {
     };
     const tasks: { id: string; version: number }[] = [];
     const notes = [how.note];
+    notes.push(`HTTP adapter: ${httpAdapterOf(ctx.root, env)}`);
     notes.push(
       started.length > 0
         ? `node flags of npm start: ${started.join(' ')}`
