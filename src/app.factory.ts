@@ -36,7 +36,11 @@ async function createOnAdapter(config: AppConfig): Promise<INestApplication> {
   if (config.httpAdapter === 'fastify') {
     const app = await NestFactory.create<NestFastifyApplication>(
       AppModule.forRoot(config),
-      new FastifyAdapter({ bodyLimit: BODY_LIMIT }),
+      // routes match as Express's do: a trailing slash and the letters' case do not matter
+      new FastifyAdapter({
+        bodyLimit: BODY_LIMIT,
+        routerOptions: { ignoreTrailingSlash: true, caseSensitive: false },
+      }),
       { logger, bodyParser: false },
     );
     expressLikeJsonBodies(app.getHttpAdapter().getInstance(), BODY_LIMIT);

@@ -291,6 +291,13 @@ describeEachDb('foundation', (db) => {
       }
     });
 
+    it('matches routes whatever their trailing slash or letter case, as Express does', async () => {
+      for (const path of ['/api/tasks/', '/API/Tasks', `/api/tasks/${engTask.id}/`]) {
+        const r = await t.api(USERS.alice, 'GET', path);
+        expect([path, r.status]).toEqual([path, 200]);
+      }
+    });
+
     it('ignores a body that is not JSON, as if there were none', async () => {
       for (const [type, text] of [
         ['application/x-www-form-urlencoded', 'title=formed&department=eng'],

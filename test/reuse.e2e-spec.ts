@@ -1,5 +1,6 @@
 import type { INestApplication } from '@nestjs/common';
 import jwt from 'jsonwebtoken';
+import { request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { NOTES_SECRET, startNotesApp } from './fixtures/notes-app/notes.app';
 import { WsClient } from './utils/ws-client';
@@ -97,6 +98,42 @@ describe('reuse: a notes app with its own entity and rules', () => {
     expect(changes.map((c) => [c.event, c.metadata.actorId])).toEqual([
       ['added', 'ann'],
       ['modified', 'ben'],
+    ]);
+    ann.close();
+  });
+
+  it('records the actor when the body arrives after the headers, in a later packet', async () => {
+    // the context is opened by an HTTP middleware, before the body is read: it must still
+    // hold when a body that came later is parsed and the handler runs (on either adapter)
+    const ann = await WsClient.open(base.replace('http', 'ws') + '/realtime/ws', token('ann'));
+    const sub = await ann.subscribe({ collection: 'notes', includeMetadata: true });
+    const body = JSON.stringify({ text: 'slow body', shared: true });
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = request(
+        `${base}/notes`,
+        {
+          method: 'POST',
+          headers: {
+            authorization: `Bearer ${token('ben')}`,
+            'content-type': 'application/json',
+            'content-length': Buffer.byteLength(body),
+          },
+        },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        },
+      );
+      req.on('error', reject);
+      req.flushHeaders();
+      setTimeout(() => req.end(body), 100);
+    });
+    expect(status).toBe(201);
+    const [change] = await ann.waitChanges(sub, 1);
+    expect([change.event, change.document.text, change.metadata.actorId]).toEqual([
+      'added',
+      'slow body',
+      'ben',
     ]);
     ann.close();
   });
