@@ -1,4 +1,5 @@
 import jwt from 'jsonwebtoken';
+import { gzipSync } from 'node:zlib';
 import { describeEachDb, seedTask, startTestApp, TestApp, USERS } from './utils/app';
 
 /** Issue 2: REST, policies, concurrency, validation, authentication and the audit log. */
@@ -333,6 +334,30 @@ describeEachDb('foundation', (db) => {
       expect(utf8.status).toBe(200);
       expect(utf8.body.title).toBe('charset named');
       engTask = utf8.body;
+    });
+
+    it('inflates a gzip JSON body and answers an unknown content encoding 415', async () => {
+      const send = (body: Buffer | string, encoding: string) =>
+        fetch(`${t.http}/api/tasks/${engTask.id}`, {
+          method: 'PATCH',
+          headers: {
+            authorization: `Bearer ${t.token(USERS.alice)}`,
+            'content-type': 'application/json',
+            'content-encoding': encoding,
+          },
+          body,
+        });
+      const zipped = await send(gzipSync(JSON.stringify({ title: 'sent gzipped' })), 'gzip');
+      expect(zipped.status).toBe(200);
+      engTask = await zipped.json();
+      expect(engTask.title).toBe('sent gzipped');
+      const odd = await send('{"title":"x"}', 'compress');
+      expect(odd.status).toBe(415);
+      expect((await odd.json()).code).toBe('unsupported_media_type');
+      // inflated past the 1 MiB limit: 413, whatever the compressed size
+      const bomb = await send(gzipSync(`{"title":"${'x'.repeat(2 * 1024 * 1024)}"}`), 'gzip');
+      expect(bomb.status).toBe(413);
+      expect((await bomb.json()).code).toBe('payload_too_large');
     });
 
     it('answers JSON that is not an object or an array 400, as malformed', async () => {
