@@ -3,6 +3,7 @@ import { NestFactory } from '@nestjs/core';
 import { json, NextFunction, Request, Response } from 'express';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import { FastifyAdapter, NestFastifyApplication } from '@nestjs/platform-fastify';
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { join } from 'node:path';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import { httpErrorBody, setupRealtime } from '@app/realtime';
@@ -36,10 +37,21 @@ async function createOnAdapter(config: AppConfig): Promise<INestApplication> {
   if (config.httpAdapter === 'fastify') {
     const app = await NestFactory.create<NestFastifyApplication>(
       AppModule.forRoot(config),
-      // routes match as Express's do: a trailing slash and the letters' case do not matter
       new FastifyAdapter({
-        bodyLimit: BODY_LIMIT,
-        routerOptions: { ignoreTrailingSlash: true, caseSensitive: false },
+        // as Node's HTTP server has them under Express (Fastify's defaults: no request
+        // timeout, so a client that stops sending its body would hold the socket forever,
+        // and 72 s of keep-alive)
+        requestTimeout: 300_000,
+        keepAliveTimeout: 5_000,
+        // routes match as Express's do: a trailing slash and the letters' case do not
+        // matter, and a long parameter reaches the handler (which answers 404)
+        routerOptions: { ignoreTrailingSlash: true, caseSensitive: false, maxParamLength: 2048 },
+        // a URL Fastify cannot route (bad percent-encoding) is answered before Nest sees
+        // it: in the same JSON shape as every other error
+        frameworkErrors: (error: FastifyError, _req: FastifyRequest, reply: FastifyReply) => {
+          const { status, body } = httpErrorBody(error);
+          void reply.code(status).send(body);
+        },
       }),
       { logger, bodyParser: false },
     );

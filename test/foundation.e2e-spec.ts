@@ -360,6 +360,28 @@ describeEachDb('foundation', (db) => {
       expect((await bomb.json()).code).toBe('payload_too_large');
     });
 
+    it('reads a body with a byte order mark, ignores a large non-JSON one, and answers a bad URL in JSON', async () => {
+      const bom = await t.api(
+        USERS.alice,
+        'PATCH',
+        `/api/tasks/${engTask.id}`,
+        '\ufeff{"title":"after a BOM"}',
+      );
+      expect(bom.status).toBe(200);
+      engTask = bom.body;
+      expect(engTask.title).toBe('after a BOM');
+      // not JSON, so not read: no 413, whatever its size; a Content-Type that is no media type neither
+      for (const type of ['text/plain', 'json']) {
+        const r = await t.api(USERS.alice, 'POST', '/api/tasks', 'x'.repeat(2 * 1024 * 1024), {
+          'content-type': type,
+        });
+        expect([type, r.status, r.body.code]).toEqual([type, 400, 'validation_failed']);
+      }
+      const bad = await t.api(USERS.alice, 'GET', '/api/tasks/%E0%A4%A');
+      expect(bad.status).toBe(400);
+      expect(bad.body).toMatchObject({ statusCode: 400, code: 'bad_request' });
+    });
+
     it('answers JSON that is not an object or an array 400, as malformed', async () => {
       for (const text of ['"just a string"', 'null', '42', 'true']) {
         const r = await t.api(USERS.alice, 'POST', '/api/tasks', text);

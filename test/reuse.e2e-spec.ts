@@ -103,8 +103,9 @@ describe('reuse: a notes app with its own entity and rules', () => {
   });
 
   it('records the actor when the body arrives after the headers, in a later packet', async () => {
-    // the context is opened by an HTTP middleware, before the body is read: it must still
-    // hold when a body that came later is parsed and the handler runs (on either adapter)
+    // on Fastify the context is opened by an HTTP middleware before the body is read: it
+    // must still hold when a body that came later is parsed and the handler runs (on
+    // Express the body is read before the middleware, so this passes there regardless)
     const ann = await WsClient.open(base.replace('http', 'ws') + '/realtime/ws', token('ann'));
     const sub = await ann.subscribe({ collection: 'notes', includeMetadata: true });
     const body = JSON.stringify({ text: 'slow body', shared: true });

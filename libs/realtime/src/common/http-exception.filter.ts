@@ -13,18 +13,10 @@ const CODES: Record<number, string> = {
   429: 'rate_limited',
 };
 
-/** Fastify's errors of a request body, by code, as body-parser's `type`s read. */
-const FASTIFY_BODY_ERRORS: Record<string, string> = {
-  FST_ERR_CTP_BODY_TOO_LARGE: 'entity.too.large',
-  FST_ERR_CTP_INVALID_JSON_BODY: 'entity.parse.failed',
-  FST_ERR_CTP_EMPTY_JSON_BODY: 'entity.parse.failed',
-  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'request.size.invalid',
-};
-
 /**
  * Answers every HTTP error as `{statusCode, code, message, details?}` and never leaks an
- * internal error's text. Body-parser errors (malformed JSON, too large) arrive here too,
- * Express's (body-parser) and Fastify's alike. Works on either HTTP adapter.
+ * internal error's text. Body-parser errors (malformed JSON, too large) arrive here too.
+ * Works on either HTTP adapter.
  */
 @Catch()
 export class HttpErrorFilter implements ExceptionFilter {
@@ -72,11 +64,12 @@ export function httpErrorBody(exception: unknown): {
         : String((response as { message?: unknown }).message ?? exception.message);
     return { status, body: { statusCode: status, code: CODES[status] ?? 'error', message } };
   }
-  // body-parser errors carry a status and a type; Fastify's a statusCode and a code
-  const e = exception as { status?: number; statusCode?: number; type?: string; code?: string };
+  // body-parser's errors carry a status and a type; Fastify's own reach the filter as
+  // HttpExceptions (Nest maps them), but a `frameworkErrors` handler may pass one as it is
+  const e = exception as { status?: number; statusCode?: number; type?: string };
   const status = e?.status ?? e?.statusCode;
   if (typeof status === 'number' && status >= 400 && status < 500) {
-    const type = e.type ?? (typeof e.code === 'string' ? FASTIFY_BODY_ERRORS[e.code] : undefined);
+    const type = e.type;
     const message =
       type === 'entity.parse.failed'
         ? 'malformed JSON body'

@@ -57,10 +57,14 @@ interface FastifyLike {
   code(code: number): { send(body: unknown): unknown };
 }
 
-/** Answers `status` with `body` as JSON, through the adapter's own reply when it has one. */
+/**
+ * Answers `status` with `body` as JSON, through the adapter's own reply when it has one
+ * (not a Fastify reply already hijacked: Fastify would send nothing; the Node response
+ * then gets it).
+ */
 export function sendJson(res: HttpResponse, status: number, body: unknown): void {
   const r = res as Partial<ExpressLike & FastifyLike>;
-  if ('raw' in res && typeof r.code === 'function') {
+  if ('raw' in res && typeof r.code === 'function' && res.sent !== true) {
     (r as FastifyLike).code(status).send(body);
   } else if (typeof (res as unknown as Record<string, unknown>).json === 'function') {
     (r as ExpressLike).status(status).json(body);
