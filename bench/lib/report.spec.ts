@@ -1,4 +1,4 @@
-import { slowChangesTable, type Results } from './report';
+import { ratioAgainst, slowChangesTable, type Results } from './report';
 
 /** A result with one target whose paced series has these per-change figures. */
 function results(
@@ -46,5 +46,16 @@ describe("slowChangesTable (the report's slowest paced changes)", () => {
 
   it('has no rows for a series without per-change waits (a report from before them)', () => {
     expect(slowChangesTable(results([12, 30], undefined, undefined)).rows).toEqual([]);
+  });
+});
+
+describe('ratioAgainst', () => {
+  it('shows more than two decimals only where two would hide the side of the target', () => {
+    expect(ratioAgainst(0.697, 0.7)).toBe('0.697');
+    expect(ratioAgainst(0.6999, 0.7)).toBe('0.6999');
+    expect(ratioAgainst(0.702, 0.7)).toBe('0.70');
+    expect(ratioAgainst(0.7, 0.7)).toBe('0.70');
+    expect(ratioAgainst(0.66, 0.7)).toBe('0.66');
+    expect(ratioAgainst(1.976, 0.7)).toBe('1.98');
   });
 });

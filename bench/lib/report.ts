@@ -431,3 +431,15 @@ export function markdownReport(r: Results, svgFile: string | null, noRatio: stri
   if (r.warnings.length > 0) out.push('## Warnings', '', ...r.warnings.map((w) => `- ${w}`), '');
   return out.join('\n');
 }
+
+/**
+ * A ratio with two decimals, or as many more as it takes to show which side of `target`
+ * it falls (0.697 against 0.7 is not "0.70").
+ */
+export function ratioAgainst(x: number, target: number): string {
+  for (let digits = 2; digits < 8; digits++) {
+    const text = x.toFixed(digits);
+    if (x < target === Number(text) < target) return text;
+  }
+  return String(x);
+}
