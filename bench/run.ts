@@ -340,9 +340,9 @@ async function runScenario(
   // paced: the server's and the load generator's waits sampled as each change is published
   // (and once all is delivered), so that a slow change can be matched with what took a
   // CPU from them in its interval
-  const waitMarks: [number, number][] = [];
+  const waitMarks: [number, number, number][] = [];
   const markWaits = (): void => {
-    waitMarks.push([waitTimeMsOf(serverTree), waitTimeMsOf(loadgenTree)]);
+    waitMarks.push([waitTimeMsOf(serverTree), waitTimeMsOf(loadgenTree), machineCpuMs().steal]);
   };
   const self0 = process.cpuUsage();
   const start = Date.now();
@@ -368,7 +368,7 @@ async function runScenario(
   const serverRunMs = runTimeMs(rt.pid) - serverRun0;
   const serverWaitMs = waitTimeMs(rt.pid) - serverWait0;
   const loadgenWaitMs = waitTimeMs(lg.pid) - loadgenWait0;
-  const waitsPerChange = (i: 0 | 1): number[] | undefined =>
+  const waitsPerChange = (i: 0 | 1 | 2): number[] | undefined =>
     waitMarks.length > 1
       ? waitMarks.slice(1).map((m, k) => Math.round((m[i] - waitMarks[k][i]) * 100) / 100)
       : undefined;
@@ -403,6 +403,8 @@ async function runScenario(
     loadgenWaitMs,
     serverWaitPerChangeMs: waitsPerChange(0),
     loadgenWaitPerChangeMs: waitsPerChange(1),
+    stealMs: machine1.steal - machine0.steal,
+    stealPerChangeMs: waitsPerChange(2),
     interruptCpuPct: (100 * (machine1.interrupts - machine0.interrupts)) / wallMs,
     bytesPerFrame: res.frames > 0 ? res.bytes / res.frames : NaN,
     changesPerFrame: res.frames > 0 ? res.deliveries / res.frames : NaN,

@@ -5,12 +5,14 @@ function results(
   worst: (number | null)[],
   serverWait: number[] | undefined,
   loadgenWait: number[] | undefined,
+  steal?: number[],
 ): Results {
   const paced = {
     scenario: 'paced',
     worstPerChangeMs: worst,
     serverWaitPerChangeMs: serverWait,
     loadgenWaitPerChangeMs: loadgenWait,
+    stealPerChangeMs: steal,
   };
   const burst = { scenario: 'burst', worstPerChangeMs: [5] };
   return {
@@ -21,13 +23,18 @@ function results(
 describe("slowChangesTable (the report's slowest paced changes)", () => {
   it('lists the three slowest changes, a lost one first, then the median, with their waits', () => {
     const t = slowChangesTable(
-      results([12.5, null, 30.25, 8, 21], [0.1, 0, 7.5, 0, 0.2], [0, 0, 0.25, 0, 12]),
+      results(
+        [12.5, null, 30.25, 8, 21],
+        [0.1, 0, 7.5, 0, 0.2],
+        [0, 0, 0.25, 0, 12],
+        [0, 0, 0, 0, 20],
+      ),
     );
     expect(t.rows).toEqual([
-      ['ours', '1,000', '#2', 'not delivered', '0.00', '0.00'],
-      ['ours', '1,000', '#3', '30.3', '7.50', '0.25'],
-      ['ours', '1,000', '#5', '21.0', '0.20', '12.00'],
-      ['ours', '1,000', '#1 (median)', '12.5', '0.10', '0.00'],
+      ['ours', '1,000', '#2', 'not delivered', '0.00', '0.00', '0'],
+      ['ours', '1,000', '#3', '30.3', '7.50', '0.25', '0'],
+      ['ours', '1,000', '#5', '21.0', '0.20', '12.00', '20'],
+      ['ours', '1,000', '#1 (median)', '12.5', '0.10', '0.00', '0'],
     ]);
   });
 
@@ -39,8 +46,8 @@ describe("slowChangesTable (the report's slowest paced changes)", () => {
 
   it('has no median row when no change was delivered', () => {
     expect(slowChangesTable(results([null, null], [0, 1], [2, 3])).rows).toEqual([
-      ['ours', '1,000', '#1', 'not delivered', '0.00', '2.00'],
-      ['ours', '1,000', '#2', 'not delivered', '1.00', '3.00'],
+      ['ours', '1,000', '#1', 'not delivered', '0.00', '2.00', ''],
+      ['ours', '1,000', '#2', 'not delivered', '1.00', '3.00', ''],
     ]);
   });
 

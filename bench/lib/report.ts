@@ -48,6 +48,13 @@ export interface ScenarioResult {
    */
   serverWaitPerChangeMs?: number[];
   loadgenWaitPerChangeMs?: number[];
+  /**
+   * Time the hypervisor ran something else instead of this VM's CPUs, all CPUs summed, over
+   * the window, ms (/proc/stat `steal`, 10 ms ticks): time no wait shows. Per change as
+   * the waits (paced). Absent in reports from before 2026-12-06, tenth.
+   */
+  stealMs?: number;
+  stealPerChangeMs?: number[];
   /** irq + softirq time machine-wide (loopback TCP), % of one core. */
   interruptCpuPct: number;
   bytesPerFrame: number;
@@ -190,6 +197,7 @@ export function fanoutTable(r: Results): Table {
     'server CPU',
     'loadgen CPU',
     'waited ms srv / lg',
+    'steal ms',
     'B/frame',
   ];
   const rows: string[][] = [];
@@ -210,6 +218,7 @@ export function fanoutTable(r: Results): Table {
           `${num(s.serverCpuPct)}%`,
           `${num(s.loadgenCpuPct)}%`,
           `${num(s.serverWaitMs, 1)} / ${num(s.loadgenWaitMs, 1)}`,
+          s.stealMs === undefined ? '' : num(s.stealMs),
           num(s.bytesPerFrame),
         ]);
       }
@@ -238,6 +247,7 @@ export function slowChangesTable(r: Results): Table {
     'last delivery ms',
     'server waited ms',
     'loadgen waited ms',
+    'steal ms',
   ];
   const rows: string[][] = [];
   for (const t of r.targets) {
@@ -256,6 +266,7 @@ export function slowChangesTable(r: Results): Table {
           worst[k] === null ? 'not delivered' : ms(worst[k] as number),
           num(s.serverWaitPerChangeMs?.[k], 2),
           num(s.loadgenWaitPerChangeMs?.[k], 2),
+          s.stealPerChangeMs ? num(s.stealPerChangeMs[k]) : '',
         ];
         for (const k of order.slice(0, 3)) rows.push(row(`#${k + 1}`, k));
         const delivered = order.filter((k) => worst[k] !== null);
@@ -385,7 +396,7 @@ export function markdownReport(r: Results, svgFile: string | null, noRatio: stri
     out.push(
       '### Slowest paced changes',
       '',
-      "Each change's last delivery, and how long the server and the load generator waited for a CPU (schedstat run_delay, all threads) from its publish to the next change's.",
+      "Each change's last delivery, how long the server and the load generator waited for a CPU (schedstat run_delay, all threads), and the hypervisor's steal time (/proc/stat, all CPUs, 10 ms ticks), from its publish to the next change's.",
       '',
       markdownTable(slow),
       '',
