@@ -85,7 +85,7 @@ const CONFIG = QUICK
   ? {
       ns: [200, 500],
       burst: 5,
-      paced: { changes: 10, intervalMs: 100 },
+      paced: { changes: 10, intervalMs: 100, lead: 20 },
       warmPublishes: 20,
       warmBlock: 10,
       warmChanges: 3,
@@ -103,7 +103,7 @@ const CONFIG = QUICK
       burst: 10,
       // 5 s of changes: 20 (2 s, until 2026-12-06) made the p99 the slowest change's, and
       // whether anything else took the CPU in those 2 s decided it (README, Performance)
-      paced: { changes: 50, intervalMs: 100 },
+      paced: { changes: 50, intervalMs: 100, lead: 20 },
       warmPublishes: 5000,
       warmBlock: 500,
       warmChanges: 10,
@@ -139,6 +139,9 @@ if (process.env.BENCH_N) {
 CONFIG.concurrency = envCount('BENCH_CONCURRENCY') ?? CONFIG.concurrency;
 // more paced changes: a longer window for a profile, or a steadier figure for an A/B
 CONFIG.paced.changes = envCount('BENCH_PACED_CHANGES') ?? CONFIG.paced.changes;
+// unmeasured changes before the paced series (0: none, as until 2026-12-06, tenth)
+if (process.env.BENCH_PACED_LEAD === '0') CONFIG.paced.lead = 0;
+else CONFIG.paced.lead = envCount('BENCH_PACED_LEAD') ?? CONFIG.paced.lead;
 // a shorter or longer warm-up (whole blocks), e.g. to compare against the earlier 2 000
 CONFIG.warmPublishes = envCount('BENCH_WARM_PUBLISHES', CONFIG.warmBlock) ?? CONFIG.warmPublishes;
 // paced changes to the subscribers before the scenarios (1: the earlier single warm-up change)
@@ -310,7 +313,18 @@ async function runScenario(
   seqBase: number,
   changes: number,
   intervalMs: number,
+  lead = 0,
 ): Promise<ScenarioResult> {
+  // paced: `lead` changes at the same pace before the measured ones, not measured (the
+  // load generator counts only what it is armed for), so that the series is measured in
+  // its steady state: after an idle spell longer than TCP's retransmission timeout each
+  // receiving socket ACKs its next 16 segments at once (Linux's quick-ACK mode), and on
+  // one machine those ACKs cost the load generator's and the server's CPUs (bench/README.md)
+  for (let k = 0; k < lead; k++) {
+    if (k > 0) await sleep(intervalMs);
+    await rt.publish(seqBase - lead + k).catch(() => undefined);
+  }
+  if (lead > 0) await sleep(intervalMs);
   await lg.arm(seqBase, changes);
   // one open connection per change sent at once, as a publisher with a warm pool has them
   await openConnections(rt.base, intervalMs > 0 ? 1 : changes);
@@ -464,7 +478,7 @@ async function runFanout(
   let lg: Loadgen | null = null;
   try {
     const warmChanges = CONFIG.warmChanges;
-    const prepared = warmChanges + CONFIG.burst + CONFIG.paced.changes;
+    const prepared = warmChanges + CONFIG.burst + CONFIG.paced.lead + CONFIG.paced.changes;
     await rt.prepare(prepared);
     // Steady state, not JIT warm-up: the publish path (ours: HTTP, validation, the
     // transaction, capture) runs a while before anyone subscribes, as in a server that has
@@ -564,9 +578,10 @@ async function runFanout(
         rt,
         lg,
         'paced',
-        warmChanges + CONFIG.burst,
+        warmChanges + CONFIG.burst + CONFIG.paced.lead,
         CONFIG.paced.changes,
         CONFIG.paced.intervalMs,
+        CONFIG.paced.lead,
       ),
     );
     // Heap per connection, after the scenarios: a sample forces a full GC, and V8 then drops
