@@ -8,6 +8,9 @@ function bodyError(status: number, type: string, message: string): Error {
   return Object.assign(new Error(message), { status, statusCode: status, type });
 }
 
+/** Past the limit, as sent or once inflated. */
+const tooLarge = (): Error => bodyError(413, 'entity.too.large', 'request entity too large');
+
 /** A media type as RFC 9110 writes it (`type/subtype`, parameters after a `;`). */
 const MEDIA_TYPE = /^[!#$%&'*+.^_`|~0-9a-z-]+\/[!#$%&'*+.^_`|~0-9a-z-]+\s*(;.*)?$/i;
 
@@ -40,7 +43,7 @@ function inflate(encoding: string, body: Buffer, limit: number): Buffer {
     return body;
   } catch (e) {
     if ((e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') {
-      throw bodyError(413, 'entity.too.large', 'request entity too large');
+      throw tooLarge();
     }
     throw bodyError(400, 'encoding.failed', `the ${encoding} body could not be decoded`);
   }
@@ -75,7 +78,7 @@ function readJson(
 ): void {
   const declared = Number(headers['content-length']);
   if (Number.isFinite(declared) && declared > limit) {
-    done(bodyError(413, 'entity.too.large', 'request entity too large'));
+    done(tooLarge());
     return;
   }
   const chunks: Buffer[] = [];
@@ -90,7 +93,7 @@ function readJson(
   const onData = (chunk: Buffer): void => {
     received += chunk.length;
     if (received > limit) {
-      finish(bodyError(413, 'entity.too.large', 'request entity too large'));
+      finish(tooLarge());
       payload.resume(); // the rest is read and dropped
       return;
     }

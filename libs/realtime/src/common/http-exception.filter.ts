@@ -69,13 +69,12 @@ export function httpErrorBody(exception: unknown): {
   const e = exception as { status?: number; statusCode?: number; type?: string };
   const status = e?.status ?? e?.statusCode;
   if (typeof status === 'number' && status >= 400 && status < 500) {
-    const type = e.type;
     const message =
-      type === 'entity.parse.failed'
+      e.type === 'entity.parse.failed'
         ? 'malformed JSON body'
-        : type === 'entity.too.large'
+        : e.type === 'entity.too.large'
           ? 'request body too large'
-          : type === 'charset.unsupported' || type === 'encoding.unsupported'
+          : e.type === 'charset.unsupported' || e.type === 'encoding.unsupported'
             ? 'unsupported request body encoding'
             : 'bad request';
     return {
