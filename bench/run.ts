@@ -306,6 +306,27 @@ function perfFile(rt: RunningTarget, scenario: string): string {
   return join(RESULTS, `perf-${rt.pid}-${scenario}.data`);
 }
 
+/**
+ * Publishes `count` changes from `seq` on, one at a time, `intervalMs` apart (unmeasured:
+ * warm-ups); the first failure's message, or '' when all went through.
+ */
+async function publishPaced(
+  rt: RunningTarget,
+  seq: number,
+  count: number,
+  intervalMs: number,
+): Promise<string> {
+  let failure = '';
+  for (let k = 0; k < count; k++) {
+    if (k > 0) await sleep(intervalMs);
+    failure ||= await rt.publish(seq + k).then(
+      () => '',
+      (err: Error) => err.message,
+    );
+  }
+  return failure;
+}
+
 async function runScenario(
   rt: RunningTarget,
   lg: Loadgen,
@@ -320,11 +341,10 @@ async function runScenario(
   // its steady state: after an idle spell longer than TCP's retransmission timeout each
   // receiving socket ACKs its next 16 segments at once (Linux's quick-ACK mode), and on
   // one machine those ACKs cost the load generator's and the server's CPUs (bench/README.md)
-  for (let k = 0; k < lead; k++) {
-    if (k > 0) await sleep(intervalMs);
-    await rt.publish(seqBase - lead + k).catch(() => undefined);
+  if (lead > 0) {
+    await publishPaced(rt, seqBase - lead, lead, intervalMs);
+    await sleep(intervalMs);
   }
-  if (lead > 0) await sleep(intervalMs);
   await lg.arm(seqBase, changes);
   // one open connection per change sent at once, as a publisher with a warm pool has them
   await openConnections(rt.base, intervalMs > 0 ? 1 : changes);
@@ -552,14 +572,8 @@ async function runFanout(
     // takes a few changes); also proves that delivery works at all.
     progress(`${what} warmup`, `${what}: ${warmChanges} warm-up change(s)`);
     await lg.arm(0, warmChanges);
-    let publishError = '';
-    for (let k = 0; k < warmChanges; k++) {
-      if (k > 0) await sleep(CONFIG.paced.intervalMs);
-      publishError ||= await rt.publish(k).then(
-        () => '',
-        (err: Error) => ` (publishing it failed: ${err.message})`,
-      );
-    }
+    const failed = await publishPaced(rt, 0, warmChanges, CONFIG.paced.intervalMs);
+    const publishError = failed ? ` (publishing it failed: ${failed})` : '';
     const warm = await lg.collect(bounded(Math.min(10_000, CONFIG.collectTimeoutMs)));
     if (warm.deliveries === 0) {
       throw new Error(

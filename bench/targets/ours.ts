@@ -30,6 +30,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sign } from 'jsonwebtoken';
 import WebSocket from 'ws';
+import { loadConfig } from '../../src/config/app.config';
 import { marker } from '../lib/common';
 import { rssBytes } from '../lib/proc';
 import { freePort, http, ManagedProcess, runToCompletion, waitUntil } from '../lib/process';
@@ -131,14 +132,16 @@ function extraEnv(): Record<string, string> {
 }
 
 /**
- * The HTTP adapter the app runs on: HTTP_ADAPTER when the bench's environment sets it,
- * otherwise the default that src/config/app.config.ts declares.
+ * The HTTP adapter the app runs on, as the app's own config loader reads `env` (and so its
+ * default when HTTP_ADAPTER is unset).
  */
-function httpAdapterOf(root: string, env: Record<string, string>): string {
-  if (env.HTTP_ADAPTER) return env.HTTP_ADAPTER;
-  const source = readFileSync(join(root, 'src/config/app.config.ts'), 'utf8');
-  const m = /HTTP_ADAPTER:[^\n]*\.default\('(\w+)'\)/.exec(source);
-  return m ? `${m[1]} (the app's default)` : "the app's default";
+function httpAdapterOf(env: Record<string, string>): string {
+  try {
+    const adapter = loadConfig(env).httpAdapter;
+    return env.HTTP_ADAPTER ? adapter : `${adapter} (the app's default)`;
+  } catch (e) {
+    return `unknown: ${(e as Error).message.split('\n').join(' ')}`;
+  }
 }
 
 /**
@@ -283,7 +286,7 @@ export const oursTarget: Target = {
     };
     const tasks: { id: string; version: number }[] = [];
     const notes = [how.note];
-    notes.push(`HTTP adapter: ${httpAdapterOf(ctx.root, env)}`);
+    notes.push(`HTTP adapter: ${httpAdapterOf(env)}`);
     notes.push(
       started.length > 0
         ? `node flags of npm start: ${started.join(' ')}`
