@@ -44,7 +44,14 @@ describe('expressLikeJsonBodies (Fastify bodies as body-parser json() reads them
     const utf16 = Buffer.from('{"a":"é"}', 'utf16le');
     const r = await post(utf16, { 'content-type': 'application/json; charset=utf-16le' });
     expect(r.json().body).toEqual({ a: 'é' });
-    for (const charset of ['latin1', 'utf-99']) {
+    // malformed UTF-8 becomes U+FFFD, as iconv-lite (body-parser, on Express) decodes it
+    const malformed = Buffer.concat([
+      Buffer.from('{"a":"'),
+      Buffer.from([0xc3, 0x28]),
+      Buffer.from('"}'),
+    ]);
+    expect((await post(malformed, json)).json().body).toEqual({ a: '\ufffd(' });
+    for (const charset of ['latin1', 'utf-99', 'utf8']) {
       const refused = await post('{}', { 'content-type': `application/json; charset=${charset}` });
       expect([charset, refused.statusCode]).toEqual([charset, 415]);
     }

@@ -49,6 +49,20 @@ function inflate(encoding: string, body: Buffer, limit: number): Buffer {
   }
 }
 
+/** UTF-8, the charset of nearly every JSON body: decoded by Node, not through iconv-lite. */
+const isUtf8 = (charset: string): boolean => charset === 'utf-8';
+
+/**
+ * A body's text in its charset, without a byte order mark (as body-parser's iconv-lite
+ * decoding drops one). UTF-8 as Node decodes it, as iconv-lite's own UTF-8 decoder does
+ * (malformed sequences become U+FFFD alike), at a tenth of its cost per body.
+ */
+function textOf(raw: Buffer, charset: string): string {
+  if (!isUtf8(charset)) return decodeText(raw, charset);
+  const text = raw.toString('utf8');
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+}
+
 /** Parses a JSON body's text as body-parser's strict `json()` does. */
 function parseJson(text: string): unknown {
   if (text.length === 0) return {};
@@ -106,8 +120,7 @@ function readJson(
     let body: unknown;
     try {
       const raw = inflate(encoding, Buffer.concat(chunks, received), limit);
-      // iconv-lite drops a byte order mark, as body-parser's reading does
-      body = parseJson(decodeText(raw, charset));
+      body = parseJson(textOf(raw, charset));
     } catch (e) {
       finish(e as Error);
       return;
@@ -148,7 +161,7 @@ export function expressLikeJsonBodies(fastify: FastifyInstance, limit: number): 
       return;
     }
     const charset = charsetOf(contentType as string) ?? 'utf-8';
-    if (!charset.startsWith('utf-') || !encodingExists(charset)) {
+    if (!isUtf8(charset) && (!charset.startsWith('utf-') || !encodingExists(charset))) {
       done(bodyError(415, 'charset.unsupported', `unsupported charset "${charset.toUpperCase()}"`));
       return;
     }
