@@ -10,7 +10,8 @@
  * Env: BENCH_QUICK=1, BENCH_N=1000,5000 (fan-out sizes), BENCH_TARGETS=ws,socketio,nchan,ours,
  * BENCH_CONCURRENCY (handshakes in flight), BENCH_SOURCE_IPS (client source addresses),
  * BENCH_OURS_BUILD / BENCH_OURS_ENV / BENCH_OURS_GC (see targets/ours.ts), BENCH_PERF=burst|paced
- * (`perf record -g` of the server during that scenario, into bench/results/perf-*.data),
+ * (`perf record -g` of the server during that scenario, into bench/results/perf-*.data;
+ * BENCH_PERF_PROCESS=loadgen records the load generator instead),
  * BENCH_PACED_CHANGES (length of the paced series), BENCH_WARM_PUBLISHES (publishes before
  * anyone subscribes, in blocks of 500; quick: 10), BENCH_WARM_CHANGES (paced changes to the
  * subscribers before the scenarios, default 10; quick: 3), BENCH_FANOUT_ONLY=1 (no routing and
@@ -302,8 +303,8 @@ async function waitForQuiet(pids: number[], what: string): Promise<number> {
 }
 
 /** bench/results/perf-<pid>-<scenario>.data (`perf report -i` it; see BENCH_PERF) */
-function perfFile(rt: RunningTarget, scenario: string): string {
-  return join(RESULTS, `perf-${rt.pid}-${scenario}.data`);
+function perfFile(pid: number, scenario: string): string {
+  return join(RESULTS, `perf-${pid}-${scenario}.data`);
 }
 
 /**
@@ -349,12 +350,14 @@ async function runScenario(
   // one open connection per change sent at once, as a publisher with a warm pool has them
   await openConnections(rt.base, intervalMs > 0 ? 1 : changes);
   const errors: string[] = [];
-  // BENCH_PERF=<scenario>: the server's CPU, kernel included, sampled over the scenario
+  // BENCH_PERF=<scenario>: the server's CPU (BENCH_PERF_PROCESS=loadgen: the load
+  // generator's), kernel included, sampled over the scenario
+  const perfPid = process.env.BENCH_PERF_PROCESS === 'loadgen' ? lg.pid : rt.pid;
   const perf =
     process.env.BENCH_PERF === scenario
       ? spawn(
           'perf',
-          ['record', '-F', '999', '-g', '-p', String(rt.pid), '-o', perfFile(rt, scenario)],
+          ['record', '-F', '999', '-g', '-p', String(perfPid), '-o', perfFile(perfPid, scenario)],
           { stdio: 'ignore' },
         )
       : null;
