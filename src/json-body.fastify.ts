@@ -68,14 +68,14 @@ function parseJson(text: string): unknown {
   if (text.length === 0) return {};
   // strict: the first non-blank character opens an object or an array
   const first = text.trimStart()[0];
-  if (first !== '{' && first !== '[') {
-    throw bodyError(400, 'entity.parse.failed', 'malformed JSON body');
+  if (first === '{' || first === '[') {
+    try {
+      return JSON.parse(text);
+    } catch {
+      // malformed: answered below, as a body that opens with anything else
+    }
   }
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw bodyError(400, 'entity.parse.failed', 'malformed JSON body');
-  }
+  throw bodyError(400, 'entity.parse.failed', 'malformed JSON body');
 }
 
 /**
