@@ -382,6 +382,30 @@ describeEachDb('foundation', (db) => {
       expect(bad.body).toMatchObject({ statusCode: 400, code: 'bad_request' });
     });
 
+    it('decodes malformed UTF-8 to U+FFFD and refuses charset=utf8 (no dash) 415, as body-parser does', async () => {
+      const send = (body: Buffer, contentType: string) =>
+        fetch(`${t.http}/api/tasks/${engTask.id}`, {
+          method: 'PATCH',
+          headers: {
+            authorization: `Bearer ${t.token(USERS.alice)}`,
+            'content-type': contentType,
+          },
+          body,
+        });
+      const bytes = Buffer.concat([
+        Buffer.from('{"title":"bad '),
+        Buffer.from([0xc3, 0x28]),
+        Buffer.from(' byte"}'),
+      ]);
+      const decoded = await send(bytes, 'application/json');
+      expect(decoded.status).toBe(200);
+      engTask = await decoded.json();
+      expect(engTask.title).toBe('bad \ufffd( byte');
+      const refused = await send(Buffer.from('{"title":"x"}'), 'application/json; charset=utf8');
+      expect(refused.status).toBe(415);
+      expect((await refused.json()).code).toBe('unsupported_media_type');
+    });
+
     it('answers JSON that is not an object or an array 400, as malformed', async () => {
       for (const text of ['"just a string"', 'null', '42', 'true']) {
         const r = await t.api(USERS.alice, 'POST', '/api/tasks', text);
