@@ -11,9 +11,9 @@
  * per size, taken in turns; default 15). The ratio is the median run's; the best run's is
  * printed beside it. On a VM whose neighbours slow whole seconds (seen here: runs of one
  * size in one process from 433 to 920 ns), more and shorter runs keep the median out of
- * the slow ones: with
- * 7 runs of 2 000 000 changes the median ratio moved between 0.93 and 1.16 from process to
- * process on the same code while the best runs' stayed within 1.00–1.05.
+ * the slow ones: with 7 runs of 2 000 000 changes the median ratio moved between 0.93 and
+ * 1.16 from process to process on the same code while the best runs' stayed within
+ * 1.00–1.05.
  */
 import { PerformanceObserver } from 'node:perf_hooks';
 import { compileFilters, type CustomFilterFn } from '@app/realtime/subscriptions/filter-compiler';
