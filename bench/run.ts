@@ -102,9 +102,10 @@ const CONFIG = QUICK
   : {
       ns: [1000, 5000, 10000],
       burst: 10,
-      // 5 s of changes: 20 (2 s, until 2026-12-06) made the p99 the slowest change's, and
-      // whether anything else took the CPU in those 2 s decided it (README, Performance)
-      paced: { changes: 50, intervalMs: 100, lead: 20 },
+      // 10 s of changes: with 20 (2 s, until 2026-12-06) or 50 (5 s, until 2026-12-07) the
+      // p99 was the slowest change's, and whether anything else took a CPU for 10-20 ms
+      // during that one change decided it (bench/README.md, "paced")
+      paced: { changes: 100, intervalMs: 100, lead: 20 },
       warmPublishes: 5000,
       warmBlock: 500,
       warmChanges: 10,
