@@ -28,6 +28,7 @@ import { changePayload, nowUs, sleep } from './lib/common';
 import { Loadgen } from './lib/loadgen-client';
 import { readsDirectly } from './lib/frame-reader';
 import {
+  busiestThreadWaits,
   cpuMs,
   fdLimit,
   gitCommit,
@@ -37,6 +38,8 @@ import {
   processTree,
   runTimeMs,
   waitTimeMs,
+  threadTimesMs,
+  waitSumMs,
   waitTimeMsOf,
 } from './lib/proc';
 import { pinSuite } from './lib/cpus';
@@ -379,8 +382,16 @@ async function runScenario(
   // (and once all is delivered), so that a slow change can be matched with what took a
   // CPU from them in its interval
   const waitMarks: [number, number, number][] = [];
+  // and each thread's, so that the waits of the thread doing the work (the busiest) can be
+  // told from the sum over threads, which also counts helpers waiting behind it
+  const serverThreadMarks: Map<string, [number, number]>[] = [];
+  const loadgenThreadMarks: Map<string, [number, number]>[] = [];
   const markWaits = (): void => {
-    waitMarks.push([waitTimeMsOf(serverTree), waitTimeMsOf(loadgenTree), machineCpuMs().steal]);
+    const server = threadTimesMs(serverTree);
+    const loadgen = threadTimesMs(loadgenTree);
+    waitMarks.push([waitSumMs(server), waitSumMs(loadgen), machineCpuMs().steal]);
+    serverThreadMarks.push(server);
+    loadgenThreadMarks.push(loadgen);
   };
   const self0 = process.cpuUsage();
   const start = Date.now();
@@ -441,6 +452,8 @@ async function runScenario(
     loadgenWaitMs,
     serverWaitPerChangeMs: waitsPerChange(0),
     loadgenWaitPerChangeMs: waitsPerChange(1),
+    serverBusiestWaitPerChangeMs: busiestThreadWaits(serverThreadMarks)?.waits,
+    loadgenBusiestWaitPerChangeMs: busiestThreadWaits(loadgenThreadMarks)?.waits,
     stealMs: machine1.steal - machine0.steal,
     stealPerChangeMs: waitsPerChange(2),
     interruptCpuPct: (100 * (machine1.interrupts - machine0.interrupts)) / wallMs,

@@ -1,6 +1,14 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { processTree, runTimeMs, waitTimeMs, waitTimeMsOf } from './proc';
+import {
+  busiestThreadWaits,
+  processTree,
+  runTimeMs,
+  threadTimesMs,
+  waitSumMs,
+  waitTimeMs,
+  waitTimeMsOf,
+} from './proc';
 
 const HAS_SCHEDSTAT = existsSync('/proc/self/schedstat');
 const HAS_TASKSET = spawnSync('taskset', ['-c', '0', 'true']).status === 0;
@@ -29,9 +37,13 @@ describe('waitTimeMs (schedstat run_delay: ready to run, CPU held by another tas
       await new Promise((resolve) => setTimeout(resolve, 250));
       const tree = [...processTree(a.pid as number), ...processTree(b.pid as number)];
       const waited = waitTimeMsOf(tree);
+      const threads = threadTimesMs(tree);
       const ran = tree.reduce((sum, pid) => sum + runTimeMs(pid), 0);
       await Promise.all([a, b].map((p) => new Promise((resolve) => p.once('exit', resolve))));
       expect(waited).toBeGreaterThan(50);
+      // per thread, read a moment later: at least as much, summed
+      expect(waitSumMs(threads)).toBeGreaterThanOrEqual(waited);
+      expect(threads.size).toBeGreaterThanOrEqual(2);
       expect(ran).toBeGreaterThan(50);
     },
   );
@@ -40,5 +52,36 @@ describe('waitTimeMs (schedstat run_delay: ready to run, CPU held by another tas
     const gone = 2 ** 22 + 1; // above Linux's pid_max
     expect(waitTimeMsOf([gone])).toBe(HAS_SCHEDSTAT ? 0 : NaN);
     expect(waitTimeMs(gone)).toBe(HAS_SCHEDSTAT ? 0 : NaN);
+  });
+});
+
+describe('busiestThreadWaits (the waits of the thread that ran longest, per interval)', () => {
+  const mark = (...threads: [string, number, number][]) =>
+    new Map(threads.map(([key, run, wait]) => [key, [run, wait] as [number, number]]));
+
+  it('picks the thread with the most run time between the first and last marks, and gives its waits per interval', () => {
+    const marks = [
+      mark(['1/1', 100, 10], ['1/2', 0, 0]),
+      mark(['1/1', 150, 10.5], ['1/2', 80, 40]),
+      mark(['1/1', 230, 12.25], ['1/2', 90, 45]),
+    ];
+    // 1/1 ran 130 ms, 1/2 90 ms: 1/2 waited more, but 1/1 did the work
+    expect(busiestThreadWaits(marks)).toEqual({ thread: '1/1', waits: [0.5, 1.75] });
+  });
+
+  it('ignores threads not seen at both ends, and gives NaN for an interval a thread missed', () => {
+    const marks = [
+      mark(['1/1', 0, 0]),
+      mark(['1/1', 10, 1], ['1/3', 500, 0]),
+      mark(['1/2', 900, 0]),
+      mark(['1/1', 20, 3], ['1/2', 1000, 0]),
+    ];
+    expect(busiestThreadWaits(marks)).toEqual({ thread: '1/1', waits: [1, NaN, NaN] });
+  });
+
+  it('has nothing to say with fewer than two marks or no thread at both ends', () => {
+    expect(busiestThreadWaits([])).toBeUndefined();
+    expect(busiestThreadWaits([mark(['1/1', 0, 0])])).toBeUndefined();
+    expect(busiestThreadWaits([mark(['1/1', 0, 0]), mark(['1/2', 5, 0])])).toBeUndefined();
   });
 });

@@ -97,6 +97,74 @@ export function waitTimeMsOf(pids: number[]): number {
   return HAS_SCHEDSTAT ? schedstatMs(pids, 1) : NaN;
 }
 
+/**
+ * Per thread of these processes: time on a CPU and time waiting for one, ms (schedstat),
+ * keyed by `pid/tid`. Empty without schedstat.
+ */
+export function threadTimesMs(pids: number[]): Map<string, [run: number, wait: number]> {
+  const out = new Map<string, [number, number]>();
+  if (!HAS_SCHEDSTAT) return out;
+  for (const p of pids) {
+    let tasks: string[];
+    try {
+      tasks = readdirSync(`/proc/${p}/task`);
+    } catch {
+      continue; // ended meanwhile
+    }
+    for (const tid of tasks) {
+      try {
+        const f = readFileSync(`/proc/${p}/task/${tid}/schedstat`, 'utf8').split(' ');
+        out.set(`${p}/${tid}`, [Number(f[0]) / 1e6, Number(f[1]) / 1e6]);
+      } catch {
+        // the thread ended meanwhile
+      }
+    }
+  }
+  return out;
+}
+
+/** The waits of a `threadTimesMs` sample, summed over its threads (waitTimeMsOf), ms. */
+export function waitSumMs(times: Map<string, [number, number]>): number {
+  if (!HAS_SCHEDSTAT) return NaN;
+  let sum = 0;
+  for (const [, wait] of times.values()) sum += wait;
+  return sum;
+}
+
+/**
+ * Given `threadTimesMs` samples taken at the marks of a series (one per change, and one at
+ * its end), the waits of the thread that ran longest from the first mark to the last, per
+ * interval between marks, ms: for a Node server or the load generator, its main thread
+ * (the one doing the work: the others' waits, e.g. a GC helper's while the main thread
+ * holds the CPU, delay no delivery). Undefined with fewer than two marks or no thread
+ * seen at both ends.
+ */
+export function busiestThreadWaits(
+  marks: Map<string, [number, number]>[],
+): { thread: string; waits: number[] } | undefined {
+  if (marks.length < 2) return undefined;
+  const first = marks[0];
+  const last = marks[marks.length - 1];
+  let thread: string | undefined;
+  let most = -1;
+  for (const [key, [run]] of last) {
+    const before = first.get(key);
+    if (before === undefined) continue;
+    if (run - before[0] > most) {
+      most = run - before[0];
+      thread = key;
+    }
+  }
+  if (thread === undefined) return undefined;
+  const key = thread;
+  const waits = marks.slice(1).map((m, k) => {
+    const now = m.get(key)?.[1];
+    const then = marks[k].get(key)?.[1];
+    return now === undefined || then === undefined ? NaN : Math.round((now - then) * 100) / 100;
+  });
+  return { thread: key, waits };
+}
+
 /** Field `field` of schedstat (0: time on a CPU, 1: time waiting for one), summed, in ms. */
 function schedstatMs(pids: number[], field: 0 | 1): number {
   let ns = 0;

@@ -31,10 +31,22 @@ describe("slowChangesTable (the report's slowest paced changes)", () => {
       ),
     );
     expect(t.rows).toEqual([
-      ['ours', '1,000', '#2', 'not delivered', '0.00', '0.00', '0'],
-      ['ours', '1,000', '#3', '30.3', '7.50', '0.25', '0'],
-      ['ours', '1,000', '#5', '21.0', '0.20', '12.00', '20'],
-      ['ours', '1,000', '#1 (median)', '12.5', '0.10', '0.00', '0'],
+      ['ours', '1,000', '#2', 'not delivered', '0.00', '0.00', '', '0'],
+      ['ours', '1,000', '#3', '30.3', '7.50', '0.25', '', '0'],
+      ['ours', '1,000', '#5', '21.0', '0.20', '12.00', '', '20'],
+      ['ours', '1,000', '#1 (median)', '12.5', '0.10', '0.00', '', '0'],
+    ]);
+  });
+
+  it("shows the busiest threads' waits beside the sums, server / load generator", () => {
+    const r = results([12.5, 30.25, 8], [0.1, 7.5, 0], [0, 0.25, 0]);
+    const paced = r.targets[0].runs[0].scenarios[1];
+    paced.serverBusiestWaitPerChangeMs = [0, 0.5, NaN];
+    paced.loadgenBusiestWaitPerChangeMs = [0, 0.25, 0];
+    expect(slowChangesTable(r).rows).toEqual([
+      ['ours', '1,000', '#2', '30.3', '7.50', '0.25', '0.50 / 0.25', ''],
+      ['ours', '1,000', '#1', '12.5', '0.10', '0.00', '0.00 / 0.00', ''],
+      ['ours', '1,000', '#3', '8.00', '0.00', '0.00', '– / 0.00', ''],
     ]);
   });
 
@@ -46,8 +58,8 @@ describe("slowChangesTable (the report's slowest paced changes)", () => {
 
   it('has no median row when no change was delivered', () => {
     expect(slowChangesTable(results([null, null], [0, 1], [2, 3])).rows).toEqual([
-      ['ours', '1,000', '#1', 'not delivered', '0.00', '2.00', ''],
-      ['ours', '1,000', '#2', 'not delivered', '1.00', '3.00', ''],
+      ['ours', '1,000', '#1', 'not delivered', '0.00', '2.00', '', ''],
+      ['ours', '1,000', '#2', 'not delivered', '1.00', '3.00', '', ''],
     ]);
   });
 

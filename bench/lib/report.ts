@@ -49,6 +49,15 @@ export interface ScenarioResult {
   serverWaitPerChangeMs?: number[];
   loadgenWaitPerChangeMs?: number[];
   /**
+   * paced: the waits of the busiest thread alone (the server's, the load generator's: the
+   * thread that ran longest over the series, a Node process's main thread), per change
+   * as above. The sums above also count helper threads waiting behind it (V8's GC and
+   * compiler threads share the server's pinned CPU), which delays no delivery. Absent in
+   * reports from before 2026-12-07, thirteenth.
+   */
+  serverBusiestWaitPerChangeMs?: number[];
+  loadgenBusiestWaitPerChangeMs?: number[];
+  /**
    * Time the hypervisor ran something else instead of this VM's CPUs, all CPUs summed, over
    * the window, ms (/proc/stat `steal`, 10 ms ticks): time no wait shows. Per change as
    * the waits (paced). Absent in reports from before 2026-12-06, tenth.
@@ -235,9 +244,10 @@ export function fanoutTable(r: Results): Table {
 
 /**
  * The paced series' three slowest changes per target and N (by their last delivery), with
- * how long the server and the load generator waited for a CPU in each one's interval, and
- * the median change for comparison: tells a change slowed by something else on the
- * machine (a wait) from one the server was slow to deliver.
+ * how long the server and the load generator waited for a CPU in each one's interval (all
+ * their threads, then the busiest thread of each alone: server / load generator), and the
+ * median change for comparison: tells a change slowed by something else on the machine (a
+ * wait of the thread doing the work) from one the server was slow to deliver.
  */
 export function slowChangesTable(r: Results): Table {
   const headers = [
@@ -247,6 +257,7 @@ export function slowChangesTable(r: Results): Table {
     'last delivery ms',
     'server waited ms',
     'loadgen waited ms',
+    'their busiest thread waited ms',
     'steal ms',
   ];
   const rows: string[][] = [];
@@ -266,6 +277,9 @@ export function slowChangesTable(r: Results): Table {
           worst[k] === null ? 'not delivered' : ms(worst[k] as number),
           num(s.serverWaitPerChangeMs?.[k], 2),
           num(s.loadgenWaitPerChangeMs?.[k], 2),
+          s.serverBusiestWaitPerChangeMs && s.loadgenBusiestWaitPerChangeMs
+            ? `${num(s.serverBusiestWaitPerChangeMs[k], 2)} / ${num(s.loadgenBusiestWaitPerChangeMs[k], 2)}`
+            : '',
           s.stealPerChangeMs ? num(s.stealPerChangeMs[k]) : '',
         ];
         for (const k of order.slice(0, 3)) rows.push(row(`#${k + 1}`, k));
