@@ -147,7 +147,8 @@ export interface Results {
   config: {
     ns: number[];
     burst: number;
-    paced: { changes: number; intervalMs: number };
+    /** from N = fewerFromN on, `fewer` changes (absent: before 2026-12-07, thirteenth; JSON has no Infinity: null) */
+    paced: { changes: number; intervalMs: number; fewerFromN?: number | null; fewer?: number };
     concurrency: number;
     payloadBytes: number;
     /** publishes before anyone subscribes, per target and N */
@@ -163,6 +164,14 @@ export interface Results {
 }
 
 // ---------------------------------------------------------------------------------------
+
+/** ` (50 from N = 10,000)` where larger N have a shorter paced series, else nothing. */
+function pacedFewer(paced: Results['config']['paced']): string {
+  const { fewerFromN, fewer } = paced;
+  if (typeof fewerFromN !== 'number' || !Number.isFinite(fewerFromN) || fewer === undefined)
+    return '';
+  return fewer === paced.changes ? '' : ` (${fewer} from N = ${num(fewerFromN)})`;
+}
 
 function num(v: number | null | undefined, digits = 0): string {
   if (v === null || v === undefined || !Number.isFinite(v)) return '–';
@@ -394,7 +403,7 @@ export function markdownReport(r: Results, svgFile: string | null, noRatio: stri
     `- open files: soft ${r.fdLimit.soft}, hard ${r.fdLimit.hard}; servers and load generator ran with ${r.fdLimit.children}`,
     `- ${r.placement}`,
     ...(r.loadgenReader ? [`- ${r.loadgenReader}`] : []),
-    `- fan-out N: ${r.config.ns.join(', ')}; burst ${r.config.burst} changes; paced ${r.config.paced.changes} changes ${r.config.paced.intervalMs} ms apart; ${r.config.concurrency} handshakes in flight; payload ${r.config.payloadBytes} B`,
+    `- fan-out N: ${r.config.ns.join(', ')}; burst ${r.config.burst} changes; paced ${r.config.paced.changes} changes${pacedFewer(r.config.paced)} ${r.config.paced.intervalMs} ms apart; ${r.config.concurrency} handshakes in flight; payload ${r.config.payloadBytes} B`,
     `- duration: ${num(r.durationS)} s`,
     '',
     'How to read the figures: see `bench/README.md`. Latency is commit (publisher clock just before it sends the change) to receive (load generator), on one monotonic clock. CPU µs/deliv is server utime+stime over the window ÷ deliveries.',
