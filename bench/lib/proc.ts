@@ -167,23 +167,9 @@ export function busiestThreadWaits(
 
 /** Field `field` of schedstat (0: time on a CPU, 1: time waiting for one), summed, in ms. */
 function schedstatMs(pids: number[], field: 0 | 1): number {
-  let ns = 0;
-  for (const p of pids) {
-    let tasks: string[];
-    try {
-      tasks = readdirSync(`/proc/${p}/task`);
-    } catch {
-      continue; // ended meanwhile
-    }
-    for (const tid of tasks) {
-      try {
-        ns += Number(readFileSync(`/proc/${p}/task/${tid}/schedstat`, 'utf8').split(' ')[field]);
-      } catch {
-        // the thread ended meanwhile
-      }
-    }
-  }
-  return ns / 1e6;
+  let ms = 0;
+  for (const times of threadTimesMs(pids).values()) ms += times[field];
+  return ms;
 }
 
 /** utime+stime of every process whose command name is `comm` (e.g. `postgres`), in ms. */
