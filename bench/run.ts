@@ -37,9 +37,9 @@ import {
   rssBytes,
   processTree,
   runTimeMs,
-  waitTimeMs,
   threadTimesMs,
   waitSumMs,
+  waitTimeMs,
   waitTimeMsOf,
 } from './lib/proc';
 import { pinSuite } from './lib/cpus';
