@@ -38,6 +38,7 @@ import {
   processTree,
   runTimeMs,
   threadTimesMs,
+  type ThreadTimes,
   waitSumMs,
   waitTimeMs,
   waitTimeMsOf,
@@ -389,18 +390,15 @@ async function runScenario(
   const loadgenWait0 = waitTimeMsOf(loadgenTree);
   // paced: the server's and the load generator's waits sampled as each change is published
   // (and once all is delivered), so that a slow change can be matched with what took a
-  // CPU from them in its interval
-  const waitMarks: [number, number, number][] = [];
-  // and each thread's, so that the waits of the thread doing the work (the busiest) can be
-  // told from the sum over threads, which also counts helpers waiting behind it
-  const serverThreadMarks: Map<string, [number, number]>[] = [];
-  const loadgenThreadMarks: Map<string, [number, number]>[] = [];
+  // CPU from them in its interval; per thread, so that the waits of the thread doing the
+  // work (the busiest) can be told from the sum, which also counts helpers waiting behind it
+  const marks: { server: ThreadTimes; loadgen: ThreadTimes; steal: number }[] = [];
   const markWaits = (): void => {
-    const server = threadTimesMs(serverTree);
-    const loadgen = threadTimesMs(loadgenTree);
-    waitMarks.push([waitSumMs(server), waitSumMs(loadgen), machineCpuMs().steal]);
-    serverThreadMarks.push(server);
-    loadgenThreadMarks.push(loadgen);
+    marks.push({
+      server: threadTimesMs(serverTree),
+      loadgen: threadTimesMs(loadgenTree),
+      steal: machineCpuMs().steal,
+    });
   };
   const self0 = process.cpuUsage();
   const start = Date.now();
@@ -416,7 +414,7 @@ async function runScenario(
   }
   await Promise.all(sends);
   const res = await lg.collect(bounded(CONFIG.collectTimeoutMs));
-  if (waitMarks.length > 0) markWaits(); // the last change's interval ends with delivery
+  if (marks.length > 0) markWaits(); // the last change's interval ends with delivery
   if (perf) {
     perf.kill('SIGINT');
     await new Promise((resolve) => perf.once('exit', resolve));
@@ -426,9 +424,9 @@ async function runScenario(
   const serverRunMs = runTimeMs(rt.pid) - serverRun0;
   const serverWaitMs = waitTimeMs(rt.pid) - serverWait0;
   const loadgenWaitMs = waitTimeMs(lg.pid) - loadgenWait0;
-  const waitsPerChange = (i: 0 | 1 | 2): number[] | undefined =>
-    waitMarks.length > 1
-      ? waitMarks.slice(1).map((m, k) => Math.round((m[i] - waitMarks[k][i]) * 100) / 100)
+  const perChange = (value: (mark: (typeof marks)[number]) => number): number[] | undefined =>
+    marks.length > 1
+      ? marks.slice(1).map((m, k) => Math.round((value(m) - value(marks[k])) * 100) / 100)
       : undefined;
   const self = process.cpuUsage(self0);
   const machine1 = machineCpuMs();
@@ -459,12 +457,12 @@ async function runScenario(
     otherCpuPct: (100 * Math.max(0, otherCpuMs)) / wallMs,
     serverWaitMs,
     loadgenWaitMs,
-    serverWaitPerChangeMs: waitsPerChange(0),
-    loadgenWaitPerChangeMs: waitsPerChange(1),
-    serverBusiestWaitPerChangeMs: busiestThreadWaits(serverThreadMarks)?.waits,
-    loadgenBusiestWaitPerChangeMs: busiestThreadWaits(loadgenThreadMarks)?.waits,
+    serverWaitPerChangeMs: perChange((m) => waitSumMs(m.server)),
+    loadgenWaitPerChangeMs: perChange((m) => waitSumMs(m.loadgen)),
+    serverBusiestWaitPerChangeMs: busiestThreadWaits(marks.map((m) => m.server))?.waits,
+    loadgenBusiestWaitPerChangeMs: busiestThreadWaits(marks.map((m) => m.loadgen))?.waits,
     stealMs: machine1.steal - machine0.steal,
-    stealPerChangeMs: waitsPerChange(2),
+    stealPerChangeMs: perChange((m) => m.steal),
     interruptCpuPct: (100 * (machine1.interrupts - machine0.interrupts)) / wallMs,
     bytesPerFrame: res.frames > 0 ? res.bytes / res.frames : NaN,
     changesPerFrame: res.frames > 0 ? res.deliveries / res.frames : NaN,

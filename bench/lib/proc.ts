@@ -74,7 +74,7 @@ const HAS_SCHEDSTAT = existsSync('/proc/self/schedstat');
  * (a kernel built without it), utime+stime: coarser, but a figure.
  */
 export function runTimeMs(pid: number): number {
-  return HAS_SCHEDSTAT ? schedstatMs(processTree(pid), 0) : cpuMs(pid);
+  return HAS_SCHEDSTAT ? schedstatRunMs(processTree(pid)) : cpuMs(pid);
 }
 
 /**
@@ -94,15 +94,15 @@ export function waitTimeMs(pid: number): number {
  * sample once per paced change, where scanning all of /proc for descendants is not.
  */
 export function waitTimeMsOf(pids: number[]): number {
-  return HAS_SCHEDSTAT ? schedstatMs(pids, 1) : NaN;
+  return waitSumMs(threadTimesMs(pids));
 }
 
-/**
- * Per thread of these processes: time on a CPU and time waiting for one, ms (schedstat),
- * keyed by `pid/tid`. Empty without schedstat.
- */
-export function threadTimesMs(pids: number[]): Map<string, [run: number, wait: number]> {
-  const out = new Map<string, [number, number]>();
+/** Per thread (`pid/tid`): time on a CPU and time waiting for one, ms (schedstat). */
+export type ThreadTimes = Map<string, [run: number, wait: number]>;
+
+/** ThreadTimes of every thread of these processes. Empty without schedstat. */
+export function threadTimesMs(pids: number[]): ThreadTimes {
+  const out: ThreadTimes = new Map();
   if (!HAS_SCHEDSTAT) return out;
   for (const p of pids) {
     let tasks: string[];
@@ -124,7 +124,7 @@ export function threadTimesMs(pids: number[]): Map<string, [run: number, wait: n
 }
 
 /** The waits of a `threadTimesMs` sample, summed over its threads (waitTimeMsOf), ms. */
-export function waitSumMs(times: Map<string, [number, number]>): number {
+export function waitSumMs(times: ThreadTimes): number {
   if (!HAS_SCHEDSTAT) return NaN;
   let sum = 0;
   for (const [, wait] of times.values()) sum += wait;
@@ -140,7 +140,7 @@ export function waitSumMs(times: Map<string, [number, number]>): number {
  * seen at both ends.
  */
 export function busiestThreadWaits(
-  marks: Map<string, [number, number]>[],
+  marks: ThreadTimes[],
 ): { thread: string; waits: number[] } | undefined {
   if (marks.length < 2) return undefined;
   const first = marks[0];
@@ -165,10 +165,10 @@ export function busiestThreadWaits(
   return { thread: key, waits };
 }
 
-/** Field `field` of schedstat (0: time on a CPU, 1: time waiting for one), summed, in ms. */
-function schedstatMs(pids: number[], field: 0 | 1): number {
+/** Time on a CPU of every thread of these processes, summed, in ms (schedstat). */
+function schedstatRunMs(pids: number[]): number {
   let ms = 0;
-  for (const times of threadTimesMs(pids).values()) ms += times[field];
+  for (const [run] of threadTimesMs(pids).values()) ms += run;
   return ms;
 }
 
