@@ -419,7 +419,7 @@ export function markdownReport(r: Results, svgFile: string | null, noRatio: stri
     out.push(
       '### Slowest paced changes',
       '',
-      "Each change's last delivery, how long the server and the load generator waited for a CPU (schedstat run_delay, all threads), and the hypervisor's steal time (/proc/stat, all CPUs, 10 ms ticks), from its publish to the next change's.",
+      "Each change's last delivery, how long the server and the load generator waited for a CPU (schedstat run_delay, all threads; then the busiest thread of each alone, server / load generator), and the hypervisor's steal time (/proc/stat, all CPUs, 10 ms ticks), from its publish to the next change's.",
       '',
       markdownTable(slow),
       '',
