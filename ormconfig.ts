@@ -4,12 +4,12 @@
  */
 import 'reflect-metadata';
 import { DataSource } from 'typeorm';
-import { APP_ENTITIES } from './src/database/database.options';
+import { appEntities } from './src/database/database.options';
 
 export default new DataSource({
   type: 'postgres',
   url: process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres',
-  entities: APP_ENTITIES,
+  entities: appEntities('postgres'),
   migrations: ['src/database/migrations/*.ts'],
   synchronize: false,
 });

@@ -1927,13 +1927,13 @@ describe('engine: the prepared log INSERT replaces a stale or foreign statement 
     expect(String(log[0].seq)).toBe(change.seq);
   });
 
-  it('change_log altered under the running app (seq widened to bigint): the transaction meeting the stale plan fails and delivers nothing; the next one prepares again', async () => {
+  it("change_log altered under the running app (seq made integer, as the bigint migration's down does): the transaction meeting the stale plan fails and delivers nothing; the next one prepares again", async () => {
     const pid = await newProject();
     const c = await connect(USERS.alice);
     const sub = await c.subscribe(tasksOf(pid));
     await oneConnection(pid, async (tx) => {
       expect(await tx('first')).toBeUndefined();
-      await t.app.get(DataSource).query('ALTER TABLE change_log ALTER COLUMN seq TYPE bigint');
+      await t.app.get(DataSource).query('ALTER TABLE change_log ALTER COLUMN seq TYPE integer');
       const failed = await tx('stale');
       expect(failed).toBeInstanceOf(QueryFailedError);
       expect((failed as Error).message).toContain('cached plan must not change result type');

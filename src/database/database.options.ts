@@ -1,15 +1,27 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DataSourceOptions } from 'typeorm';
-import { REALTIME_ENTITIES } from '@app/realtime';
+import { realtimeEntities } from '@app/realtime';
 import { IdempotencyKey } from '../common/idempotency-key.entity';
 import { Project } from '../projects/project.entity';
 import { Task } from '../tasks/task.entity';
 import { Init1764400000000 } from './migrations/1764400000000-Init';
 import { ChangeLogNoCreatedAtIndex1764900000000 } from './migrations/1764900000000-ChangeLogNoCreatedAtIndex';
 import { IdempotencyKeys1796003491647 } from './migrations/1796003491647-IdempotencyKeys';
+import { BigintKeys1796100000000 } from './migrations/1796100000000-BigintKeys';
 
-export const APP_ENTITIES = [Project, Task, IdempotencyKey, ...REALTIME_ENTITIES];
+/** The app's entities and the library's, for a DataSource of this type. */
+export function appEntities(type: DataSourceOptions['type']) {
+  return [Project, Task, IdempotencyKey, ...realtimeEntities(type)];
+}
+
+/** The migrations of the PostgreSQL schema, in order. */
+export const MIGRATIONS = [
+  Init1764400000000,
+  ChangeLogNoCreatedAtIndex1764900000000,
+  IdempotencyKeys1796003491647,
+  BigintKeys1796100000000,
+];
 
 /**
  * PostgreSQL when `DATABASE_URL` is set (schema by migrations, run at start), else an
@@ -23,12 +35,8 @@ export function databaseOptions(config: {
     return {
       type: 'postgres',
       url: config.databaseUrl,
-      entities: APP_ENTITIES,
-      migrations: [
-        Init1764400000000,
-        ChangeLogNoCreatedAtIndex1764900000000,
-        IdempotencyKeys1796003491647,
-      ],
+      entities: appEntities('postgres'),
+      migrations: MIGRATIONS,
       migrationsRun: true,
       synchronize: false,
       extra: { max: 20 },
@@ -38,7 +46,7 @@ export function databaseOptions(config: {
   return {
     type: 'better-sqlite3',
     database: join(config.dataDir, 'realtime.sqlite'),
-    entities: APP_ENTITIES,
+    entities: appEntities('better-sqlite3'),
     synchronize: true,
     prepareDatabase: prepareSqlite,
   };

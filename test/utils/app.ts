@@ -69,7 +69,8 @@ export async function startTestApp(
     ...(process.env.HTTP_ADAPTER ? { HTTP_ADAPTER: process.env.HTTP_ADAPTER } : {}),
     ...env,
   };
-  if (db === 'postgres') {
+  // a DATABASE_URL in `env` is the caller's database (made and dropped by the caller)
+  if (db === 'postgres' && !env.DATABASE_URL) {
     if (!(await postgresAvailable())) throw new Error('PostgreSQL is not available');
     const created = await createPgDatabase();
     vars.DATABASE_URL = created.url;

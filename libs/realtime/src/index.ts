@@ -1,7 +1,7 @@
 export * from './realtime.types';
 export * from './realtime.options';
 export * from './realtime.constants';
-export { RealtimeModule, REALTIME_ENTITIES } from './realtime.module';
+export { RealtimeModule, REALTIME_ENTITIES, realtimeEntities } from './realtime.module';
 export { InjectRealtimeOptions, REALTIME_OPTIONS } from './realtime.module-definition';
 export { TokenService, TokenError } from './auth/token.service';
 export { AbilityService, canOnDoc, readableFields, pickFields } from './auth/ability.service';
@@ -14,7 +14,7 @@ export {
 export { AuthGuard } from './auth/auth.guard';
 export { RequestContext } from './auth/request-context';
 export { AuditService, type AuditEntry } from './audit/audit.service';
-export { AuditLog } from './audit/audit-log.entity';
+export { AuditLog, auditLogSchema } from './audit/audit-log.entity';
 export * from './common/realtime.errors';
 export { HttpErrorFilter, httpErrorBody } from './common/http-exception.filter';
 export { zodDetails } from './common/zod-details';
@@ -22,7 +22,8 @@ export { MetricsService } from './metrics/metrics.service';
 export type { ChangeBus } from './notifications/change-bus';
 export { InProcessChangeBus } from './notifications/in-process-change-bus';
 export { ChangeCaptureBypassError } from './notifications/change-capture.subscriber';
-export { ChangeLogEntry } from './notifications/change-log.entity';
+export { ChangeLogEntry, changeLogSchema } from './notifications/change-log.entity';
+export { keyTypeOf, type KeyType } from './common/key-column';
 export { ChangeLogService } from './notifications/change-log.service';
 export { ChangeFeedService } from './notifications/change-feed.service';
 export { CollectionRegistry } from './notifications/collection-registry';

@@ -1,12 +1,14 @@
 import { Inject, MiddlewareConsumer, Module, NestModule } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
+import type { DataSourceOptions, EntitySchema } from 'typeorm';
 import { AbilityService } from './auth/ability.service';
 import { AuthGuard } from './auth/auth.guard';
 import { RequestContext } from './auth/request-context';
 import { TokenService } from './auth/token.service';
 import { AuditController } from './audit/audit.controller';
-import { AuditLog } from './audit/audit-log.entity';
+import { AuditLog, auditLogSchema } from './audit/audit-log.entity';
 import { AuditService } from './audit/audit.service';
+import { keyTypeOf, type KeyType } from './common/key-column';
 import { ConnectionRegistry } from './connections/connection-registry';
 import { RealtimeGateway } from './connections/realtime.gateway';
 import { SseController } from './connections/sse.controller';
@@ -14,7 +16,7 @@ import { MetricsController } from './metrics/metrics.controller';
 import { MetricsService } from './metrics/metrics.service';
 import { ChangeCaptureSubscriber } from './notifications/change-capture.subscriber';
 import { ChangeFeedService } from './notifications/change-feed.service';
-import { ChangeLogEntry } from './notifications/change-log.entity';
+import { ChangeLogEntry, changeLogSchema } from './notifications/change-log.entity';
 import { ChangeLogService } from './notifications/change-log.service';
 import { CollectionRegistry } from './notifications/collection-registry';
 import { EntityWriter } from './notifications/entity-writer';
@@ -27,8 +29,26 @@ import { REALTIME_OPTIONS, RealtimeConfigurableModule } from './realtime.module-
 import type { RealtimeModuleOptions } from './realtime.options';
 import { SubscriptionsService } from './subscriptions/subscriptions.service';
 
-/** The entities the library stores; add them to the application's DataSource. */
-export const REALTIME_ENTITIES = [AuditLog, ChangeLogEntry];
+const SCHEMAS: Record<KeyType, EntitySchema[]> = {
+  integer: [auditLogSchema('integer'), changeLogSchema('integer')],
+  bigint: [auditLogSchema('bigint'), changeLogSchema('bigint')],
+};
+
+/**
+ * The entities the library stores (the audit log and the change log), for a DataSource of
+ * this type; add them to it: `entities: [Note, ...realtimeEntities('postgres')]`. On
+ * PostgreSQL their keys are `bigint`; elsewhere `integer` (64 bits on SQLite).
+ */
+export function realtimeEntities(type: DataSourceOptions['type']): EntitySchema[] {
+  return SCHEMAS[keyTypeOf(type)];
+}
+
+/**
+ * The entities with `integer` keys on every driver: right for SQLite, and on PostgreSQL the
+ * schema of versions before `realtimeEntities` (32-bit keys). Kept so that such a database
+ * is not altered behind its owner's back; README, "Upgrading", says how to widen it.
+ */
+export const REALTIME_ENTITIES = SCHEMAS.integer;
 
 /**
  * Real-time subscriptions for the application's TypeORM entities.
@@ -41,7 +61,8 @@ export const REALTIME_ENTITIES = [AuditLog, ChangeLogEntry];
  * })
  */
 @Module({
-  imports: [TypeOrmModule.forFeature(REALTIME_ENTITIES)],
+  // repositories by class: whichever width the DataSource registered
+  imports: [TypeOrmModule.forFeature([AuditLog, ChangeLogEntry])],
   controllers: [AuditController, MetricsController, SseController],
   providers: [
     {

@@ -1,4 +1,5 @@
-import { Column, Entity, Index, PrimaryGeneratedColumn } from 'typeorm';
+import { EntitySchema } from 'typeorm';
+import { keyColumn, KeyType } from '../common/key-column';
 
 export type AuditAction =
   | 'connection_established'
@@ -11,40 +12,45 @@ export type AuditAction =
   | 'auth_failed'
   | 'rate_limited';
 
-/** One audited event. Written in batches by AuditService, read by admins over REST. */
-@Entity('audit_logs')
-@Index(['action', 'id'])
-@Index(['userId', 'id'])
+/**
+ * One audited event. Written in batches by AuditService, read by admins over REST. A plain
+ * class: its table is described by `auditLogSchema`, once per key width (see ChangeLogEntry).
+ */
 export class AuditLog {
-  @PrimaryGeneratedColumn()
   id: number;
-
-  @Column({ type: 'varchar', length: 64 })
   action: string;
-
-  @Column({ type: 'varchar', length: 255, nullable: true })
   userId: string | null;
-
-  @Column({ type: 'varchar', length: 64, nullable: true })
   connectionId: string | null;
-
-  @Column({ type: 'varchar', length: 64, nullable: true })
   subscriptionId: string | null;
-
-  @Column({ type: 'varchar', length: 16 })
   outcome: string;
-
-  @Column({ type: 'simple-json', nullable: true })
   details: Record<string, unknown> | null;
-
-  @Column({ type: 'varchar', length: 64, nullable: true })
   ipAddress: string | null;
-
-  @Column({ type: 'varchar', length: 512, nullable: true })
   userAgent: string | null;
-
   /** ISO time of the event (fixed width, so it sorts and compares as text on every driver) */
-  @Index()
-  @Column({ type: 'varchar', length: 30 })
   createdAt: string;
+}
+
+export function auditLogSchema(key: KeyType): EntitySchema<AuditLog> {
+  return new EntitySchema<AuditLog>({
+    name: 'AuditLog',
+    target: AuditLog,
+    tableName: 'audit_logs',
+    columns: {
+      id: keyColumn(key),
+      action: { type: 'varchar', length: 64 },
+      userId: { type: 'varchar', length: 255, nullable: true },
+      connectionId: { type: 'varchar', length: 64, nullable: true },
+      subscriptionId: { type: 'varchar', length: 64, nullable: true },
+      outcome: { type: 'varchar', length: 16 },
+      details: { type: 'simple-json', nullable: true },
+      ipAddress: { type: 'varchar', length: 64, nullable: true },
+      userAgent: { type: 'varchar', length: 512, nullable: true },
+      createdAt: { type: 'varchar', length: 30 },
+    },
+    indices: [
+      { columns: ['action', 'id'] },
+      { columns: ['userId', 'id'] },
+      { columns: ['createdAt'] },
+    ],
+  });
 }

@@ -1,6 +1,14 @@
-import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
+import {
+  Injectable,
+  Logger,
+  OnApplicationBootstrap,
+  OnApplicationShutdown,
+  OnModuleInit,
+} from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { Between, LessThan, LessThanOrEqual, Repository } from 'typeorm';
+import { AuditLog } from '../audit/audit-log.entity';
+import { narrowKeys } from '../common/key-column';
 import { PreparedSqlite } from '../common/sqlite-handle';
 import { InjectRealtimeOptions } from '../realtime.module-definition';
 import type { RealtimeModuleOptions } from '../realtime.options';
@@ -29,7 +37,9 @@ export function toRecord(row: ChangeLogEntry): ChangeRecord {
 
 /** Reads and prunes the change log. */
 @Injectable()
-export class ChangeLogService implements OnModuleInit, OnApplicationShutdown {
+export class ChangeLogService
+  implements OnModuleInit, OnApplicationBootstrap, OnApplicationShutdown
+{
   private readonly logger = new Logger(ChangeLogService.name);
   private timer?: NodeJS.Timeout;
   private readonly maxAgeMs: number;
@@ -61,6 +71,22 @@ export class ChangeLogService implements OnModuleInit, OnApplicationShutdown {
       );
     }, this.pruneIntervalMs);
     this.timer.unref();
+  }
+
+  async onApplicationBootstrap(): Promise<void> {
+    const narrow = await this.narrowKeys();
+    if (narrow.length > 0) {
+      this.logger.warn(
+        `${narrow.join(' and ')} ${narrow.length > 1 ? 'are' : 'is'} 32-bit: writes fail once ` +
+          `2 147 483 647 rows have been logged. Widen to bigint and register ` +
+          `realtimeEntities('postgres') (README, "Upgrading").`,
+      );
+    }
+  }
+
+  /** The library's keys that are still 32-bit on PostgreSQL (`table.column`). */
+  narrowKeys(): Promise<string[]> {
+    return narrowKeys(this.repo.manager.connection, [ChangeLogEntry, AuditLog]);
   }
 
   onApplicationShutdown(): void {
