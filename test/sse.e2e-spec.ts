@@ -397,6 +397,16 @@ describe('SSE connection limits [sqlite]', () => {
     // the open streams are unaffected
     expect(first.source.readyState).toBe(1);
     expect(other.source.readyState).toBe(1);
+    // two refusals of this IP in the minute, one audit entry
+    expect(await auditItems(t, 'action=rate_limited')).toEqual([
+      expect.objectContaining({
+        action: 'rate_limited',
+        outcome: 'failure',
+        userId: null,
+        ipAddress: '127.0.0.1',
+        details: { transport: 'sse', reason: 'too many connection attempts', limit: 3 },
+      }),
+    ]);
     for (const c of [first, other, es]) c.close();
   });
 });

@@ -916,20 +916,35 @@ describe('WebSocket connection attempts per IP [sqlite]', () => {
   });
   afterAll(() => t?.close());
 
-  it('answers HTTP 429 before the upgrade past CONNECTIONS_PER_IP_PER_MINUTE', async () => {
+  /** An upgrade that is refused: its status and Retry-After. */
+  const refusedUpgrade = () => {
+    const socket = new WebSocket(`${t.ws}?access_token=${t.token(user())}`);
+    return new Promise<{ status?: number; retryAfter?: string }>((resolve, reject) => {
+      socket.once('open', () => reject(new Error('the upgrade was accepted')));
+      socket.once('unexpected-response', (_req, res) =>
+        resolve({ status: res.statusCode, retryAfter: res.headers['retry-after'] as string }),
+      );
+      socket.once('error', reject);
+    });
+  };
+
+  it('answers HTTP 429 before the upgrade past CONNECTIONS_PER_IP_PER_MINUTE, and audits the refusals of the minute once', async () => {
     const clients = [];
     for (let i = 0; i < 3; i++) clients.push(await WsClient.open(t.ws, t.token(user())));
-    const socket = new WebSocket(`${t.ws}?access_token=${t.token(user())}`);
-    const response = await new Promise<{ status?: number; retryAfter?: string }>(
-      (resolve, reject) => {
-        socket.once('open', () => reject(new Error('the upgrade was accepted')));
-        socket.once('unexpected-response', (_req, res) =>
-          resolve({ status: res.statusCode, retryAfter: res.headers['retry-after'] as string }),
-        );
-        socket.once('error', reject);
-      },
-    );
+    const response = await refusedUpgrade();
     expect(response).toEqual({ status: 429, retryAfter: '60' });
+    // another refused attempt: the IP's refusals of this minute are audited once
+    expect(await refusedUpgrade()).toEqual({ status: 429, retryAfter: '60' });
+    const refused = await auditItems(t, 'action=rate_limited');
+    expect(refused).toEqual([
+      expect.objectContaining({
+        action: 'rate_limited',
+        outcome: 'failure',
+        userId: null,
+        ipAddress: '127.0.0.1',
+        details: { transport: 'websocket', reason: 'too many connection attempts', limit: 3 },
+      }),
+    ]);
     for (const c of clients) await expectUsable(c);
     for (const c of clients) c.close();
   });

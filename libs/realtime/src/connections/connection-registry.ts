@@ -83,17 +83,30 @@ export class ConnectionRegistry
     return this.connections.get(id);
   }
 
-  /** Counts a connection attempt of an IP; false past the per-minute limit. */
-  async allowAttempt(ip: string | null | undefined): Promise<boolean> {
+  /**
+   * Counts a connection attempt of an IP; false past the per-minute limit. An IP's first
+   * refusal in a minute is audited (`rate_limited`), its others in that minute are not:
+   * a flood of attempts must not become a flood of audit rows.
+   */
+  async allowAttempt(
+    remote: { ip: string | null; userAgent: string | null },
+    transport: Connection['transport'],
+  ): Promise<boolean> {
     const limit = this.limits.connectionsPerIpPerMinute;
-    const record = await this.attempts.increment(
-      `connect:${ip ?? 'unknown'}`,
-      60_000,
-      limit,
-      60_000,
-      'connect',
-    );
-    return !record.isBlocked && record.totalHits <= limit;
+    const ip = remote.ip ?? 'unknown';
+    const record = await this.attempts.increment(`connect:${ip}`, 60_000, limit, 60_000, 'connect');
+    if (!record.isBlocked && record.totalHits <= limit) return true;
+    const refusals = await this.attempts.increment(`refused:${ip}`, 60_000, 1, 0, 'refused');
+    if (!refusals.isBlocked) {
+      this.audit.record({
+        action: 'rate_limited',
+        outcome: 'failure',
+        details: { transport, reason: 'too many connection attempts', limit },
+        ipAddress: remote.ip,
+        userAgent: remote.userAgent,
+      });
+    }
+    return false;
   }
 
   /** Registers a connection; throws limit_exceeded past the per-user limit. */

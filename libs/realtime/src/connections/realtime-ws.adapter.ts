@@ -40,7 +40,7 @@ export class RealtimeWsAdapter extends WsAdapter {
           headers?: Record<string, string>,
         ) => void,
       ) => {
-        registry.allowAttempt(remoteOf(info.req).ip).then(
+        registry.allowAttempt(remoteOf(info.req), 'websocket').then(
           (ok) =>
             ok
               ? callback(true)

@@ -80,7 +80,7 @@ export class SseController {
     const remote = remoteOf(rawRequest(req));
     // the stream is written to the Node response (Express's is one; Fastify's reply has it)
     const res = rawResponse(reply);
-    if (!(await this.registry.allowAttempt(remote.ip))) {
+    if (!(await this.registry.allowAttempt(remote, 'sse'))) {
       res.setHeader('Retry-After', '60');
       throw new RealtimeHttpException(429, 'rate_limited', 'too many connection attempts');
     }
