@@ -1,10 +1,12 @@
 import { Inject, Injectable, Logger, OnModuleInit } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
-import { QueryFailedError } from 'typeorm';
+import { QueryFailedError, UpdateQueryBuilder } from 'typeorm';
 import type {
   DataSource,
+  EntityMetadata,
   EntitySubscriberInterface,
   InsertEvent,
+  ObjectLiteral,
   QueryRunner,
   RemoveEvent,
   SoftRemoveEvent,
@@ -170,6 +172,46 @@ const GONE = Symbol('gone');
 /** Thrown when a write would bypass change capture (and so silently miss subscribers). */
 export class ChangeCaptureBypassError extends Error {}
 
+/** Per DataSource: the refusal of a QueryBuilder update of this entity, if it is one. */
+const updateGuards = new WeakMap<DataSource, (metadata: EntityMetadata) => Error | undefined>();
+let updateGuardInstalled = false;
+
+/**
+ * Refuses `QueryBuilder.update()` (so also `repository.update()`, `increment()`, …) of a
+ * registered entity when it is executed, before it runs or opens a transaction: wraps
+ * `UpdateQueryBuilder.prototype.execute` once, and asks the guard of the builder's
+ * DataSource (others are untouched). Updates that call no listeners
+ * (`callListeners(false)`, as save() sends its own) go through as TypeORM runs them.
+ *
+ * Not a `beforeUpdate` hook, as it was: TypeORM re-computes the changes of every save()
+ * after any before-update hook of any subscriber that listens to the entity has run
+ * (SubjectExecutor's `recompute`), whether the hook did anything or not; about a tenth of
+ * a save() on SQLite (docs/performance.md).
+ */
+function guardQueryBuilderUpdates(
+  dataSource: DataSource,
+  guard: (metadata: EntityMetadata) => Error | undefined,
+): void {
+  updateGuards.set(dataSource, guard);
+  if (updateGuardInstalled) return;
+  updateGuardInstalled = true;
+  const execute = UpdateQueryBuilder.prototype.execute;
+  UpdateQueryBuilder.prototype.execute = function (this: UpdateQueryBuilder<ObjectLiteral>) {
+    const { callListeners, mainAlias } = this.expressionMap;
+    if (callListeners && mainAlias?.hasMetadata) {
+      const refusal = updateGuards.get(this.connection)?.(mainAlias.metadata);
+      if (refusal) return Promise.reject(refusal);
+    }
+    return execute.call(this);
+  };
+}
+
+function bypassError(collection: RegisteredCollection, what: string): ChangeCaptureBypassError {
+  return new ChangeCaptureBypassError(
+    `${what} of '${collection.schema.name}' through QueryBuilder/repository.${what === 'update' ? 'update' : 'delete'}() bypasses change capture; use repository.save()/remove()/softRemove() with the entity`,
+  );
+}
+
 /** Do two column values (as entities hold them, or as the driver stores them) hold the same? */
 export function sameValue(a: unknown, b: unknown): boolean {
   if (a === b) return true;
@@ -211,7 +253,7 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     @InjectDataSource() private readonly dataSource: DataSource,
     private readonly registry: CollectionRegistry,
     @Inject(CHANGE_BUS) private readonly bus: ChangeBus,
-    @InjectRealtimeOptions() options: RealtimeModuleOptions,
+    @InjectRealtimeOptions() private readonly options: RealtimeModuleOptions,
   ) {
     this.postgres = dataSource.options.type === 'postgres';
     this.prepared = options.changeLog?.preparedStatements !== false;
@@ -220,18 +262,31 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
 
   onModuleInit(): void {
     this.dataSource.subscribers.push(this);
+    guardQueryBuilderUpdates(this.dataSource, (metadata) => {
+      const collection = this.registry.forMetadata(metadata);
+      return collection ? bypassError(collection, 'update') : undefined;
+    });
+    // a before-update hook costs every save() (see guardQueryBuilderUpdates): only
+    // PostgreSQL's unversioned collections need one, to read the row under its lock
+    const unversioned = this.options.collections.some(
+      (c) =>
+        this.dataSource.hasMetadata(c.entity) &&
+        !this.dataSource.getMetadata(c.entity).versionColumn,
+    );
+    if (this.postgres && unversioned) this.beforeUpdate = (event) => this.lockForUpdate(event);
   }
+
+  /** Set only when needed (onModuleInit): TypeORM calls it before each save()'s UPDATE. */
+  beforeUpdate?: (event: UpdateEvent<object>) => Promise<void> | void;
 
   // The hooks return a promise only when they have something to wait for (TypeORM awaits
   // what a hook returns): on SQLite a write's capture is synchronous from end to end.
 
-  beforeUpdate(event: UpdateEvent<object>): Promise<void> | void {
+  private lockForUpdate(event: UpdateEvent<object>): Promise<void> | void {
     const collection = this.registry.forMetadata(event.metadata);
-    if (!collection) return;
-    if (!event.databaseEntity) return this.refuse(collection, 'update');
     // the UPDATE of a versioned entity bumps the version: afterUpdate tells from it whether
     // the row save() loaded was still the committed one, and reads the row only if not
-    if (collection.versionField) return;
+    if (!collection || collection.versionField || !event.databaseEntity) return;
     return this.lockRow(event.queryRunner, collection, event.databaseEntity, event.entity);
   }
 
@@ -568,11 +623,7 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
    * earlier hooks returned unawaited.
    */
   private refuse(collection: RegisteredCollection, what: string): Promise<never> {
-    return Promise.reject(
-      new ChangeCaptureBypassError(
-        `${what} of '${collection.schema.name}' through QueryBuilder/repository.${what === 'update' ? 'update' : 'delete'}() bypasses change capture; use repository.save()/remove()/softRemove() with the entity`,
-      ),
-    );
+    return Promise.reject(bypassError(collection, what));
   }
 
   private capture(
