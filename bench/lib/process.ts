@@ -1,6 +1,6 @@
 /** Child processes, ports and HTTP for the orchestrator. */
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { createWriteStream, mkdirSync } from 'node:fs';
+import { createWriteStream, mkdirSync, readFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -106,17 +106,49 @@ export class ManagedProcess {
   }
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/** The kernel's range of ephemeral ports (the local ports of outgoing connections). */
+export function ephemeralRange(
+  text = readIfExists('/proc/sys/net/ipv4/ip_local_port_range'),
+): [number, number] {
+  const [low, high] = (text ?? '').trim().split(/\s+/).map(Number);
+  return Number.isInteger(low) && Number.isInteger(high) && low > 1024 && high >= low
+    ? [low, high]
+    : [32768, 60999];
+}
+
+function readIfExists(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/** Resolves true if a server can listen on the port on every address (0.0.0.0). */
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const srv = createServer();
     srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '0.0.0.0', () => srv.close(() => resolve(true)));
   });
+}
+
+/**
+ * A port for a server the suite starts, below the ephemeral range: a port the kernel hands
+ * out for `listen(0)` comes from that range, and before the server binds it (seconds
+ * later, after its start-up) an outgoing connection of any process may take it as its
+ * local port (seen here: "EADDRINUSE 0.0.0.0:39215" after a 10 000-connection target, and
+ * ours' figures were lost for that run).
+ */
+export async function freePort(): Promise<number> {
+  const [low] = ephemeralRange();
+  const floor = Math.max(1025, low - 12_000);
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = floor + Math.floor(Math.random() * (low - floor));
+    if (await canListen(port)) return port;
+  }
+  throw new Error(`no free port between ${floor} and ${low - 1}`);
 }
 
 const agent = new Agent({ keepAlive: true, maxSockets: 64 });
