@@ -206,9 +206,18 @@ function guardQueryBuilderUpdates(
   };
 }
 
+/** The repository method that makes each refused write, for the refusal's message. */
+const BYPASS_METHOD: Record<string, string> = {
+  insert: 'insert',
+  update: 'update',
+  delete: 'delete',
+  'soft delete': 'softDelete',
+  restore: 'restore',
+};
+
 function bypassError(collection: RegisteredCollection, what: string): ChangeCaptureBypassError {
   return new ChangeCaptureBypassError(
-    `${what} of '${collection.schema.name}' through QueryBuilder/repository.${what === 'update' ? 'update' : 'delete'}() bypasses change capture; use repository.save()/remove()/softRemove() with the entity`,
+    `${what} of '${collection.schema.name}' through QueryBuilder/repository.${BYPASS_METHOD[what] ?? what}() bypasses change capture; use repository.save()/remove()/softRemove()/recover() with the entity`,
   );
 }
 
@@ -302,6 +311,17 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
     if (!collection) return;
     if (!event.entity && !event.databaseEntity) return this.refuse(collection, 'soft delete');
     return this.lockRow(event.queryRunner, collection, event.databaseEntity, event.entity);
+  }
+
+  /**
+   * `QueryBuilder.restore()` (`repository.restore()`) names no entity: refused, as a soft
+   * delete is (its AfterRecover carries no entity either, so it would commit unlogged).
+   */
+  beforeRecover(event: RecoverEvent<object>): Promise<void> | void {
+    const collection = this.registry.forMetadata(event.metadata);
+    if (collection && !event.entity && !event.databaseEntity) {
+      return this.refuse(collection, 'restore');
+    }
   }
 
   /**
