@@ -118,6 +118,14 @@ async function startMemosApp(db: 'sqlite' | 'postgres') {
   };
 }
 
+/** A memo saved through the app's TransactionRunner, with the runner and the DataSource. */
+async function savedMemo(m: { app: INestApplication }, fields: Partial<Memo>) {
+  const runner = m.app.get(TransactionRunner);
+  const ds = m.app.get(DataSource);
+  const memo = await runner.transaction((tx) => tx.getRepository(Memo).save(fields));
+  return { runner, ds, memo };
+}
+
 describe.each(DATABASES)(
   "collections unlike the sample app's (unversioned, soft delete) [%s]",
   (db) => {
@@ -138,11 +146,7 @@ describe.each(DATABASES)(
 
     it('QueryBuilder and repository updates of it are refused and change nothing; those of an entity that is no collection run', async () => {
       if (!m) return;
-      const runner = m.app.get(TransactionRunner);
-      const ds = m.app.get(DataSource);
-      const memo = await runner.transaction((tx) =>
-        tx.getRepository(Memo).save({ text: 'kept', extra: '' }),
-      );
+      const { runner, ds, memo } = await savedMemo(m, { text: 'kept', extra: '' });
       const attempts: [string, () => Promise<unknown>][] = [
         ['repository.update', () => ds.getRepository(Memo).update(memo.id, { text: 'lost' })],
         ['repository.increment', () => ds.getRepository(Memo).increment({ id: memo.id }, 'id', 1)],
@@ -174,11 +178,7 @@ describe.each(DATABASES)(
 
     it('save() of a stale copy: the logged before-image is the row as committed (a write that bypassed capture included), the change is delivered once; PostgreSQL reads the row under its lock first', async () => {
       if (!m) return;
-      const runner = m.app.get(TransactionRunner);
-      const ds = m.app.get(DataSource);
-      const memo = await runner.transaction((tx) =>
-        tx.getRepository(Memo).save({ text: 'a', extra: 'x' }),
-      );
+      const { runner, ds, memo } = await savedMemo(m, { text: 'a', extra: 'x' });
       const c = await WsClient.open(m.ws, m.token);
       clients.push(c);
       const sub = await c.subscribe({ collection: 'memos', documentId: String(memo.id) });
