@@ -38,6 +38,10 @@ const SCHEMAS: Record<KeyType, EntitySchema[]> = {
  * The entities the library stores (the audit log and the change log), for a DataSource of
  * this type; add them to it: `entities: [Note, ...realtimeEntities('postgres')]`. On
  * PostgreSQL their keys are `bigint`; elsewhere `integer` (64 bits on SQLite).
+ *
+ * A PostgreSQL database made with `REALTIME_ENTITIES` must have its keys widened first
+ * (README, "Upgrading"): under `synchronize: true` TypeORM would otherwise drop and re-add
+ * them while the DataSource starts, before the library can warn of anything.
  */
 export function realtimeEntities(type: DataSourceOptions['type']): EntitySchema[] {
   return SCHEMAS[keyTypeOf(type)];

@@ -96,7 +96,9 @@ export class ConnectionRegistry
     const ip = remote.ip ?? 'unknown';
     const record = await this.attempts.increment(`connect:${ip}`, 60_000, limit, 60_000, 'connect');
     if (!record.isBlocked && record.totalHits <= limit) return true;
-    const refusals = await this.attempts.increment(`refused:${ip}`, 60_000, 1, 0, 'refused');
+    // a block of 60 s after the first: the one way @nestjs/throttler 6.x blocks in every
+    // minor (a block of 0 takes a path of its own only since 6.7)
+    const refusals = await this.attempts.increment(`refused:${ip}`, 60_000, 1, 60_000, 'refused');
     if (!refusals.isBlocked) {
       this.audit.record({
         action: 'rate_limited',

@@ -276,7 +276,8 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
       return collection ? bypassError(collection, 'update') : undefined;
     });
     // a before-update hook costs every save() (see guardQueryBuilderUpdates): only
-    // PostgreSQL's unversioned collections need one, to read the row under its lock
+    // PostgreSQL's unversioned collections need one, to read the row under its lock;
+    // then, as this subscriber listens to every entity, every save() of any entity pays
     const unversioned = this.options.collections.some(
       (c) =>
         this.dataSource.hasMetadata(c.entity) &&
@@ -420,13 +421,14 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
   afterRecover(event: RecoverEvent<object>): Promise<void> | void {
     const collection = this.registry.forMetadata(event.metadata);
     if (!collection || !event.entity) return;
-    return this.capture(
-      event.queryRunner,
-      collection,
-      'insert',
-      null,
-      this.registry.toDoc(collection, event.entity),
-    );
+    // the caller's object may hold the key alone (`recover({ id })`): the row TypeORM
+    // loaded (with the deleted ones) fills in the rest, and it is deleted no longer
+    const doc = event.databaseEntity
+      ? this.registry.mergeDoc(collection, event.databaseEntity, event.entity)
+      : this.registry.toDoc(collection, event.entity);
+    const deleteDate = collection.metadata.deleteDateColumn;
+    if (deleteDate) doc[deleteDate.propertyName] = null;
+    return this.capture(event.queryRunner, collection, 'insert', null, doc);
   }
 
   afterTransactionCommit(event: TransactionCommitEvent): void {
