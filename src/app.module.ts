@@ -44,6 +44,7 @@ export class AppModule {
           redisUrl: config.redisUrl,
           nativeWrites: config.nativeWrites,
           changeLog: config.changeLog,
+          audit: { maxAgeMs: config.auditMaxAgeMs },
           sqliteCheckpoint:
             config.sqliteCheckpointMs === 0 ? false : { intervalMs: config.sqliteCheckpointMs },
           limits: Object.fromEntries(

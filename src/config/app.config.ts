@@ -53,6 +53,7 @@ const EnvSchema = z.object({
   CHANGE_LOG_MAX_AGE_MS: int(1000, 365 * 24 * 3600 * 1000).optional(),
   CHANGE_LOG_MAX_ROWS: int(1, 1_000_000_000).optional(),
   CHANGE_LOG_PREPARED: bool.optional(),
+  AUDIT_MAX_AGE_MS: int(60_000, 100 * 365 * 24 * 3600 * 1000).optional(),
   SQLITE_CHECKPOINT_MS: int(0, 3_600_000).optional(),
   NATIVE_WRITES: bool.default('true'),
   LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug', 'verbose']).default('log'),
@@ -90,6 +91,8 @@ export interface AppConfig {
     maxBufferedBytes?: number;
   };
   changeLog: { maxAgeMs?: number; maxRows?: number; preparedStatements?: boolean };
+  /** audit entries older than this are deleted (unset: all kept) */
+  auditMaxAgeMs?: number;
   /**
    * SQLite: WAL checkpoints in a worker that looks every this many ms (unset: the library's
    * default, 500); 0: SQLite's in-line ones
@@ -159,6 +162,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       maxRows: e.CHANGE_LOG_MAX_ROWS,
       preparedStatements: e.CHANGE_LOG_PREPARED,
     },
+    auditMaxAgeMs: e.AUDIT_MAX_AGE_MS,
     sqliteCheckpointMs: e.SQLITE_CHECKPOINT_MS,
     nativeWrites: e.NATIVE_WRITES,
     logLevel: e.LOG_LEVEL,

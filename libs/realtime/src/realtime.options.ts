@@ -128,6 +128,13 @@ export interface RealtimeModuleOptions {
     flushIntervalMs?: number;
     /** @default 500 */
     maxBatch?: number;
+    /**
+     * Entries older than this are deleted (every `pruneIntervalMs`). Unset: the audit log is
+     * kept whole; how long to keep it is the operator's decision (compliance), not ours.
+     */
+    maxAgeMs?: number;
+    /** how often the retention runs, when `maxAgeMs` is set @default 3_600_000 */
+    pruneIntervalMs?: number;
   };
 }
 

@@ -1,6 +1,6 @@
-import { Injectable, Logger, OnApplicationShutdown } from '@nestjs/common';
+import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
 import { InjectDataSource, InjectRepository } from '@nestjs/typeorm';
-import type { DataSource, Repository } from 'typeorm';
+import { LessThan, type DataSource, type Repository } from 'typeorm';
 import { PreparedSqlite } from '../common/sqlite-handle';
 import { TransactionRunner } from '../notifications/transaction-runner';
 import { InjectRealtimeOptions } from '../realtime.module-definition';
@@ -10,6 +10,8 @@ import { AuditAction, AuditLog } from './audit-log.entity';
 const MAX_DEPTH = 8;
 const MAX_ITEMS = 50;
 const MAX_STRING = 1000;
+/** entries deleted per statement by the retention: a short write each, well under SQLite's bound on parameters */
+const PRUNE_BATCH = 5000;
 
 const SQLITE_INSERT = `INSERT INTO "audit_logs" ("action", "userId", "connectionId", "subscriptionId", "outcome", "details", "ipAddress", "userAgent", "createdAt") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`;
 
@@ -65,7 +67,7 @@ export interface AuditEntry {
  * entries wait: an idle server is not woken every second for nothing.
  */
 @Injectable()
-export class AuditService implements OnApplicationShutdown {
+export class AuditService implements OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger(AuditService.name);
   private buffer: AuditLog[] = [];
   private timer?: NodeJS.Timeout;
@@ -75,6 +77,9 @@ export class AuditService implements OnApplicationShutdown {
   private readonly maxBatch: number;
   private readonly flushIntervalMs: number;
   private readonly sqliteInsert: PreparedSqlite;
+  private readonly maxAgeMs?: number;
+  private readonly pruneIntervalMs: number;
+  private pruneTimer?: NodeJS.Timeout;
 
   constructor(
     @InjectRepository(AuditLog) private readonly repo: Repository<AuditLog>,
@@ -85,9 +90,22 @@ export class AuditService implements OnApplicationShutdown {
     this.maxBatch = options.audit?.maxBatch ?? 500;
     this.flushIntervalMs = options.audit?.flushIntervalMs ?? 1000;
     this.sqliteInsert = new PreparedSqlite(dataSource, SQLITE_INSERT);
+    this.maxAgeMs = options.audit?.maxAgeMs;
+    this.pruneIntervalMs = options.audit?.pruneIntervalMs ?? 3_600_000;
+  }
+
+  onModuleInit(): void {
+    if (this.maxAgeMs === undefined) return;
+    this.pruneTimer = setInterval(() => {
+      this.prune().catch((e) =>
+        this.logger.error(`audit log retention failed: ${(e as Error).message}`),
+      );
+    }, this.pruneIntervalMs);
+    this.pruneTimer.unref();
   }
 
   async onApplicationShutdown(): Promise<void> {
+    clearInterval(this.pruneTimer);
     this.closed = true;
     clearTimeout(this.timer);
     this.timer = undefined;
@@ -175,6 +193,32 @@ export class AuditService implements OnApplicationShutdown {
         }
       })();
     });
+  }
+
+  /**
+   * Deletes the entries recorded before `now - audit.maxAgeMs` (nothing when it is unset),
+   * PRUNE_BATCH at a time, each batch a write of its own (on SQLite in its turn among the
+   * other writers, so that the first prune of a large table does not hold them all up).
+   * Returns how many went.
+   */
+  async prune(now = Date.now()): Promise<number> {
+    if (this.maxAgeMs === undefined) return 0;
+    const cutoff = new Date(now - this.maxAgeMs).toISOString();
+    let deleted = 0;
+    for (;;) {
+      const count = await this.transactions.exclusive(async () => {
+        const old = await this.repo.find({
+          select: { id: true },
+          where: { createdAt: LessThan(cutoff) },
+          order: { id: 'ASC' },
+          take: PRUNE_BATCH,
+        });
+        if (old.length > 0) await this.repo.delete(old.map((row) => row.id));
+        return old.length;
+      });
+      deleted += count;
+      if (count < PRUNE_BATCH) return deleted;
+    }
   }
 
   /** Writes every buffered entry; resolves when they are stored. */
