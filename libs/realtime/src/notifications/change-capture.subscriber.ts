@@ -174,7 +174,8 @@ export class ChangeCaptureBypassError extends Error {}
 
 /** Per DataSource: the refusal of a QueryBuilder update of this entity, if it is one. */
 const updateGuards = new WeakMap<DataSource, (metadata: EntityMetadata) => Error | undefined>();
-let updateGuardInstalled = false;
+/** UpdateQueryBuilder's execute, wrapped (once per process) */
+let guardedExecute: UpdateQueryBuilder<ObjectLiteral>['execute'] | undefined;
 
 /**
  * Refuses `QueryBuilder.update()` (so also `repository.update()`, `increment()`, …) of a
@@ -193,17 +194,26 @@ function guardQueryBuilderUpdates(
   guard: (metadata: EntityMetadata) => Error | undefined,
 ): void {
   updateGuards.set(dataSource, guard);
-  if (updateGuardInstalled) return;
-  updateGuardInstalled = true;
-  const execute = UpdateQueryBuilder.prototype.execute;
-  UpdateQueryBuilder.prototype.execute = function (this: UpdateQueryBuilder<ObjectLiteral>) {
-    const { callListeners, mainAlias } = this.expressionMap;
-    if (callListeners && mainAlias?.hasMetadata) {
-      const refusal = updateGuards.get(this.connection)?.(mainAlias.metadata);
-      if (refusal) return Promise.reject(refusal);
-    }
-    return execute.call(this);
-  };
+  if (!guardedExecute) {
+    const execute = UpdateQueryBuilder.prototype.execute;
+    guardedExecute = function (this: UpdateQueryBuilder<ObjectLiteral>) {
+      const { callListeners, mainAlias } = this.expressionMap;
+      if (callListeners && mainAlias?.hasMetadata) {
+        const refusal = updateGuards.get(this.connection)?.(mainAlias.metadata);
+        if (refusal) return Promise.reject(refusal);
+      }
+      return execute.call(this);
+    };
+    UpdateQueryBuilder.prototype.execute = guardedExecute;
+  }
+  // a DataSource of another copy of typeorm (two installed) makes builders of its own,
+  // which this wrap does not reach: their updates would commit unlogged. Say so at start.
+  const probe = dataSource.createQueryBuilder().update();
+  if (probe.execute !== guardedExecute) {
+    throw new Error(
+      'RealtimeModule: the DataSource comes from another copy of typeorm than the library (two "typeorm" packages installed?); QueryBuilder updates of collections would bypass change capture. Keep one copy (npm ls typeorm).',
+    );
+  }
 }
 
 /** The repository method that makes each refused write, for the refusal's message. */
