@@ -1,7 +1,5 @@
 import { AbilityBuilder, createMongoAbility } from '@casl/ability';
 import { Module, type INestApplication } from '@nestjs/common';
-import { NestFactory } from '@nestjs/core';
-import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import jwt from 'jsonwebtoken';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -22,9 +20,9 @@ import {
   ChangeLogEntry,
   RealtimeModule,
   realtimeEntities,
-  setupRealtime,
   TransactionRunner,
 } from '@app/realtime';
+import { startOnTestAdapter } from './utils/nest-app';
 import { DATABASES, createPgDatabase, postgresAvailable } from './utils/services';
 import { WsClient } from './utils/ws-client';
 
@@ -99,12 +97,7 @@ async function startMemosApp(db: 'sqlite' | 'postgres') {
   })
   class MemosModule {}
 
-  const app: INestApplication =
-    process.env.HTTP_ADAPTER === 'express'
-      ? await NestFactory.create(MemosModule, { logger: ['error'] })
-      : await NestFactory.create(MemosModule, new FastifyAdapter(), { logger: ['error'] });
-  setupRealtime(app);
-  await app.listen(0, '127.0.0.1');
+  const app = await startOnTestAdapter(MemosModule);
   const port = (app.getHttpServer().address() as AddressInfo).port;
   return {
     app,
