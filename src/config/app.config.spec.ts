@@ -43,6 +43,8 @@ describe('loadConfig', () => {
     ['SQLITE_CHECKPOINT_MS', 'often'],
     ['SQLITE_CHECKPOINT_MS', '-1'],
     ['CHANGE_LOG_PREPARED', 'maybe'],
+    ['AUDIT_MAX_AGE_MS', 'a year'],
+    ['AUDIT_MAX_AGE_MS', '1000'],
     ['NATIVE_WRITES', 'maybe'],
     ['METRICS_EVENT_LOOP_RESOLUTION_MS', '0'],
     ['METRICS_EVENT_LOOP_RESOLUTION_MS', 'fine'],
@@ -66,8 +68,10 @@ describe('loadConfig', () => {
       MAX_CONNECTIONS_PER_USER: '7',
       SQLITE_CHECKPOINT_MS: '0',
       NATIVE_WRITES: 'off',
+      AUDIT_MAX_AGE_MS: '86400000',
     });
     expect(config).toMatchObject({
+      auditMaxAgeMs: 86_400_000,
       sqliteCheckpointMs: 0,
       nativeWrites: false,
       databaseUrl: 'postgres://u@h:5432/db',
