@@ -7,12 +7,13 @@
  * - `collect`: waits until every subscribed client got every armed change (or the time
  *   bound passes) and reports deliveries and commit-to-receive latency.
  *
- * Frames are read cheaply: once a `ws` client is subscribed, its socket's bytes go to a
- * FrameReader of its own rather than through ws's Receiver (lib/frame-reader.ts;
- * BENCH_LOADGEN_READER=ws keeps ws's), and the marker `bt=<µs>|bs=<seq>|` is found with
- * indexOf on the raw payload; no JSON.parse per delivered frame (socket.io-client parses
- * its packets itself). A frame may carry several changes (batching): every marker in it
- * counts.
+ * Frames are read cheaply: once a `ws` client is subscribed, its socket is read in C with
+ * every other subscribed socket (lib/native-reader.ts, native/frame-reader), or, without the
+ * addon or with BENCH_LOADGEN_READER=js, its bytes go to a FrameReader of its own
+ * (lib/frame-reader.ts); BENCH_LOADGEN_READER=ws keeps ws's Receiver. The marker
+ * `bt=<µs>|bs=<seq>|` is found in the raw payload; no JSON.parse per delivered frame
+ * (socket.io-client parses its packets itself). A frame may carry several changes
+ * (batching): every marker in it counts.
  */
 import { sign } from 'jsonwebtoken';
 import { io as ioClient, type Socket } from 'socket.io-client';
@@ -27,7 +28,8 @@ import {
   type LoadgenCommand,
   type LoadgenMessage,
 } from './lib/common';
-import { FrameReader, readDirectly, readsDirectly, sharedBufferConnect } from './lib/frame-reader';
+import { FrameReader, loadgenReader, readDirectly, sharedBufferConnect } from './lib/frame-reader';
+import { NativeReader } from './lib/native-reader';
 
 /** Spreads client source addresses over 127.0.0.1 … 127.0.0.<n> (per-IP limits, port space). */
 const SOURCE_IPS = Math.max(1, Math.min(250, Number(process.env.BENCH_SOURCE_IPS ?? '1') || 1));
@@ -142,13 +144,43 @@ function onString(client: number, frame: string): void {
   }
 }
 
-const DIRECT = readsDirectly();
+const READER = loadgenReader();
+const DIRECT = READER !== 'ws';
 
-/** Subscribed clients that readDirectly left with ws's Receiver (reported with the connect). */
+/** The native reader's records and counts go where onBuffer puts a frame's. */
+const native =
+  READER === 'native'
+    ? NativeReader.open({
+        record: (client, sentUs, seq, recvUs) => {
+          if (current !== null) record(client, sentUs, seq, recvUs);
+        },
+        counts: (frames, bytes) => {
+          if (current === null) return;
+          current.frames += frames;
+          current.bytes += bytes;
+        },
+      })
+    : { reader: null, why: '' };
+
+/** What reads subscribed `ws` clients' frames, for the report. */
+const readerDescription = native.reader
+  ? 'in C, every subscribed socket in one epoll set (native/frame-reader)'
+  : READER === 'ws'
+    ? "through ws's Receiver (BENCH_LOADGEN_READER=ws)"
+    : READER === 'native'
+      ? `by a JavaScript FrameReader per socket: the native reader is not available (${native.why})`
+      : 'by a JavaScript FrameReader per socket (BENCH_LOADGEN_READER=js)';
+
+/** Subscribed clients left with ws's Receiver, and with the JS reader instead of the native. */
 let declined = 0;
+let declinedNative = 0;
 
-/** From now on (the client is subscribed) its frames go to onBuffer by a FrameReader. */
+/** From now on (the client is subscribed) its frames are read natively or by a FrameReader. */
 function readFrames(ws: WebSocket, client: number): void {
+  if (native.reader !== null) {
+    if (native.reader.attach(ws, client)) return;
+    declinedNative++;
+  }
   if (DIRECT && !readDirectly(ws, (payload) => onBuffer(client, payload))) declined++;
 }
 
@@ -207,7 +239,10 @@ function connectOne(i: number, spec: ClientSpec, token: string | undefined): Pro
       // the FrameReader then parses each read where it landed (see sharedBufferConnect)
       ...(DIRECT ? { createConnection: sharedBufferConnect } : {}),
     });
-    close = () => ws.terminate();
+    close = () => {
+      native.reader?.detach(ws);
+      ws.terminate();
+    };
     ws.on('error', (err) => {
       if (!ready) fail(err);
     });
@@ -293,6 +328,9 @@ async function connectAll(
     launch();
   });
   clearInterval(progress);
+  if (declinedNative > 0) {
+    errors.set('subscribed, but its frames read by the JavaScript FrameReader, not natively', declinedNative);
+  }
   if (declined > 0) {
     errors.set(
       "subscribed, but its frames read through ws's Receiver, not the FrameReader",
@@ -469,4 +507,4 @@ process.on('message', (raw) => {
 process.on('disconnect', () => process.exit(0));
 setTimeout(() => process.exit(3), MAX_LIFETIME_MS).unref();
 warmReaders();
-send({ type: 'ready' });
+send({ type: 'ready', reader: readerDescription });

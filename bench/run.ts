@@ -16,9 +16,9 @@
  * anyone subscribes, in blocks of 500; quick: 10), BENCH_WARM_CHANGES (paced changes to the
  * subscribers before the scenarios, default 10; quick: 3), BENCH_FANOUT_ONLY=1 (no routing and
  * write-path child benches), BENCH_PIN=0 (no CPU pinning of server and load generator: lib/cpus.ts),
- * BENCH_LOADGEN_READER=ws (subscribed clients' frames through ws's Receiver, not the load
- * generator's FrameReader: loadgen.ts), BENCH_LOADGEN_NODE_ARGS (node flags for the load
- * generator).
+ * BENCH_LOADGEN_READER=native|js|ws (how the load generator reads subscribed clients' frames:
+ * in C, the default, by a JavaScript FrameReader, or through ws's Receiver: loadgen.ts),
+ * BENCH_LOADGEN_NODE_ARGS (node flags for the load generator).
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
@@ -26,7 +26,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import * as ts from 'typescript';
 import { changePayload, nowUs, sleep } from './lib/common';
 import { Loadgen } from './lib/loadgen-client';
-import { readsDirectly } from './lib/frame-reader';
+import { loadgenReader } from './lib/frame-reader';
 import {
   busiestThreadWaits,
   cpuMs,
@@ -70,6 +70,10 @@ const BENCH = join(ROOT, 'bench');
 const RESULTS = join(BENCH, 'results');
 const BUILD = join(RESULTS, '.build');
 const QUICK = process.env.BENCH_QUICK === '1';
+// refuse a BENCH_LOADGEN_READER the load generator would refuse, before anything starts
+loadgenReader();
+/** How the load generators of this run read frames (each tells in its `ready` message). */
+const loadgenReads = new Set<string>();
 /**
  * Other processes' CPU (% of one core) above which a measured window is flagged, and below
  * which the machine counts as quiet enough to start one (waiting at most quietWaitMs each
@@ -562,6 +566,7 @@ async function runFanout(
     lg = await Loadgen.start(BUILD, (phase, done, total) =>
       progress(`${what} ${phase}`, `${what}: ${phase} ${done}/${total}`),
     );
+    loadgenReads.add(lg.reader);
     for (const [who, pid] of [
       ['server', rt.pid],
       ['load generator', lg.pid],
@@ -849,9 +854,7 @@ async function main(): Promise<void> {
     machine,
     fdLimit: { ...fdLimit(), children: childFd },
     placement: pinned,
-    loadgenReader: readsDirectly()
-      ? "load generator: ws clients, whose frames are read off each socket by the load generator's FrameReader once subscribed, in place, from one buffer all sockets read into (socket.io-client reads Socket.IO's)"
-      : "load generator: ws clients read frames through ws's Receiver (BENCH_LOADGEN_READER=ws)",
+    loadgenReader: `load generator: ws clients, whose frames, once subscribed, are read ${[...loadgenReads].join('; in some runs ') || 'by no run'} (socket.io-client reads Socket.IO's)`,
     config: {
       ns: CONFIG.ns,
       burst: CONFIG.burst,

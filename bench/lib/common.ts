@@ -138,7 +138,7 @@ export interface CollectResult {
 }
 
 export type LoadgenMessage =
-  | { type: 'ready' }
+  | { type: 'ready'; reader: string }
   | { type: 'progress'; phase: string; done: number; total: number }
   | ConnectResult
   | { type: 'armed' }

@@ -2,12 +2,22 @@ import { connect, type createConnection, type NetConnectOpts, type Socket } from
 import type WebSocket from 'ws';
 
 /**
- * Whether the load generator reads subscribed clients' frames with a FrameReader (false:
- * `BENCH_LOADGEN_READER=ws`, through ws's Receiver). The load generator asks it to choose,
- * run.ts to say in the report which ran (the load generator inherits its environment).
+ * How the load generator reads subscribed clients' frames (`BENCH_LOADGEN_READER`; the load
+ * generator inherits run.ts's environment): `native` (the default) in C, by NativeReader,
+ * where the addon is built, else as `js`; `js` by a FrameReader per socket; `ws` through
+ * ws's Receiver. Anything else is refused.
  */
+export type LoadgenReader = 'native' | 'js' | 'ws';
+
+export function loadgenReader(): LoadgenReader {
+  const value = process.env.BENCH_LOADGEN_READER ?? 'native';
+  if (value === 'native' || value === 'js' || value === 'ws') return value;
+  throw new Error(`BENCH_LOADGEN_READER must be native, js or ws, not ${JSON.stringify(value)}`);
+}
+
+/** Whether subscribed clients' frames bypass ws's Receiver (native or js). */
 export function readsDirectly(): boolean {
-  return process.env.BENCH_LOADGEN_READER !== 'ws';
+  return loadgenReader() !== 'ws';
 }
 
 /** ws's default `maxPayload` (100 MiB): a longer frame goes back to ws, which fails it. */
@@ -143,6 +153,11 @@ function connectShared(options: NetConnectOpts): Socket {
   } as NetConnectOpts);
   direct.set(socket, state);
   return socket;
+}
+
+/** Whether the socket is one of sharedBufferConnect's (its reads go through `onread`). */
+export function readsOffSharedBuffer(socket: Socket): boolean {
+  return direct.has(socket);
 }
 
 /**

@@ -20,6 +20,8 @@ export class Loadgen {
     reject: (e: Error) => void;
   } | null = null;
   private stderr = '';
+  /** How it reads subscribed clients' frames (its `ready` message). */
+  reader = '';
 
   private constructor(
     private readonly child: ChildProcess,
@@ -63,7 +65,7 @@ export class Loadgen {
       placement()?.rest,
     );
     const lg = new Loadgen(child, onProgress);
-    await lg.expect('ready', 15_000);
+    lg.reader = (await lg.expect('ready', 15_000)).reader;
     return lg;
   }
 

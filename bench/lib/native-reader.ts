@@ -1,0 +1,159 @@
+import { existsSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import { dirname, join } from 'node:path';
+import type WebSocket from 'ws';
+import { MARKER_SEQ, MARKER_TS } from './common';
+import { readsOffSharedBuffer } from './frame-reader';
+
+interface FrameReaderAddon {
+  version: number;
+  start(
+    callback: (kind: number, a: number, b: number, c: Buffer | number) => void,
+    tsMarker: Buffer,
+    seqMarker: Buffer,
+    records: Float64Array,
+  ): void;
+  add(fd: number, client: number): number;
+  remove(slot: number): void;
+}
+
+/** The argument layout this file speaks (FRAME_READER_VERSION in frame_reader.c). */
+const ADDON_VERSION = 1;
+const ADDON_PATH = join('native', 'frame-reader', 'build', 'Release', 'frame_reader.node');
+
+/** The addon from the nearest directory up from here that has it (src or the bench build). */
+function loadAddon(): { addon: FrameReaderAddon | null; why: string } {
+  for (let dir = __dirname, i = 0; i < 8; i++) {
+    const file = join(dir, ADDON_PATH);
+    if (existsSync(file)) {
+      try {
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        const addon = require(file) as Partial<FrameReaderAddon>;
+        if (typeof addon.start === 'function' && addon.version === ADDON_VERSION) {
+          return { addon: addon as FrameReaderAddon, why: `loaded ${file}` };
+        }
+        return { addon: null, why: `${file} is version ${String(addon.version)}` };
+      } catch (e) {
+        return { addon: null, why: `${file} did not load: ${(e as Error).message}` };
+      }
+    }
+    const up = dirname(dir);
+    if (up === dir) break;
+    dir = up;
+  }
+  return { addon: null, why: `no ${ADDON_PATH} above ${__dirname}: run npm run build:native` };
+}
+
+/** Receives what the native reader finds: one call per change marker, then the counts. */
+export interface NativeSink {
+  record(client: number, sentUs: number, seq: number, recvUs: number): void;
+  counts(frames: number, bytes: number): void;
+}
+
+/**
+ * The load generator's subscribed clients' frames read in C (native/frame-reader): one epoll
+ * set for every attached socket, one wake-up of JavaScript per batch of ready sockets, and
+ * per frame no JavaScript at all but the record of each change marker it carries. A ping is
+ * answered through the client's `ws` (`pong`); a close, a fragment or a frame that breaks the
+ * protocol goes back, with every byte after it, to the client's `ws`, which reads its socket
+ * again from then on (as the JavaScript FrameReader hands back).
+ *
+ * Why: the load generator shares the machine's two cores with the server under test, and
+ * with the JavaScript FrameReader it spent 7–9 µs of its core per frame, 40 % of it in user
+ * space, once per socket per read (libuv's callback, Node's `onStreamRead`, the parse). At
+ * N = 1 000 and 5 000 that, not the server, bounded how soon a change's last subscriber had
+ * it (bench/README.md, "How the load generator reads frames").
+ */
+export class NativeReader {
+  private readonly clients: (WebSocket | undefined)[] = [];
+  private readonly slots = new Map<WebSocket, number>();
+
+  private constructor(private readonly addon: FrameReaderAddon) {}
+
+  /** The reader, or null (and why) when the addon is not built or does not load. */
+  static open(sink: NativeSink): { reader: NativeReader | null; why: string } {
+    const loaded = loadAddon();
+    if (!loaded.addon) return { reader: null, why: loaded.why };
+    const reader = new NativeReader(loaded.addon);
+    const records = new Float64Array(4 * 8192);
+    loaded.addon.start(
+      (kind, a, b, c) => reader.onEvent(sink, records, kind, a, b, c),
+      Buffer.from(MARKER_TS, 'latin1'),
+      Buffer.from(MARKER_SEQ, 'latin1'),
+      records,
+    );
+    return { reader, why: loaded.why };
+  }
+
+  /**
+   * From now on the client's frames are read natively. False, and the client left as it
+   * was, when ws's Receiver holds part of a frame, the socket is not one of
+   * sharedBufferConnect's (only those stop reading on `pause()`), or ws's and net's
+   * fields are not where this expects them (`_socket`, `_receiver`, `_handle`).
+   */
+  attach(ws: WebSocket, client: number): boolean {
+    const own = ws as unknown as {
+      _socket?: Socket | null;
+      _receiver?: { _bufferedBytes?: number };
+    };
+    const socket = own._socket;
+    if (!socket || !readsOffSharedBuffer(socket)) return false;
+    if (typeof own._receiver?._bufferedBytes !== 'number' || own._receiver._bufferedBytes > 0) {
+      return false;
+    }
+    const handle = (socket as unknown as { _handle?: { fd?: number; reading?: boolean } })
+      ._handle;
+    if (typeof handle?.fd !== 'number' || handle.fd < 0 || socket.readableLength > 0) {
+      return false;
+    }
+    socket.pause(); // (a socket with `onread` stops its handle's reads)
+    if (handle.reading !== false) {
+      socket.resume();
+      return false;
+    }
+    const slot = this.addon.add(handle.fd, client);
+    this.clients[slot] = ws;
+    this.slots.set(ws, slot);
+    return true;
+  }
+
+  /** Stops reading the client's socket natively (call it before closing the client). */
+  detach(ws: WebSocket): void {
+    const slot = this.slots.get(ws);
+    if (slot === undefined) return;
+    this.addon.remove(slot);
+    this.slots.delete(ws);
+    this.clients[slot] = undefined;
+  }
+
+  private onEvent(
+    sink: NativeSink,
+    records: Float64Array,
+    kind: number,
+    a: number,
+    b: number,
+    c: Buffer | number,
+  ): void {
+    if (kind === 0) {
+      for (let i = 0, o = 0; i < a; i++, o += 4) {
+        sink.record(records[o], records[o + 1], records[o + 2], records[o + 3]);
+      }
+      sink.counts(b, c as number);
+      return;
+    }
+    const ws = this.clients[a];
+    if (ws === undefined) return;
+    if (kind === 1) {
+      ws.pong(c as Buffer);
+      return;
+    }
+    // handed back: the addon has let go of the slot; ws reads the socket from here on
+    this.clients[a] = undefined;
+    this.slots.delete(ws);
+    const socket = (ws as unknown as { _socket?: Socket | null })._socket;
+    if (!socket) return;
+    const rest = c as Buffer;
+    if (rest.length > 0) socket.push(rest);
+    socket.resume();
+  }
+}
