@@ -155,11 +155,6 @@ function connectShared(options: NetConnectOpts): Socket {
   return socket;
 }
 
-/** Whether the socket is one of sharedBufferConnect's (its reads go through `onread`). */
-export function readsOffSharedBuffer(socket: Socket): boolean {
-  return direct.has(socket);
-}
-
 /**
  * From now on the client's socket bytes go to a FrameReader instead of ws's Receiver, until
  * a close frame hands them back. Call it once the Receiver has parsed everything before

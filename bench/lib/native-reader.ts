@@ -3,7 +3,6 @@ import type { Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import type WebSocket from 'ws';
 import { MARKER_SEQ, MARKER_TS } from './common';
-import { readsOffSharedBuffer } from './frame-reader';
 
 interface FrameReaderAddon {
   version: number;
@@ -14,6 +13,7 @@ interface FrameReaderAddon {
     records: Float64Array,
   ): void;
   add(fd: number, client: number): number;
+  push(slot: number, bytes: Buffer): void;
   remove(slot: number): void;
 }
 
@@ -43,6 +43,17 @@ function loadAddon(): { addon: FrameReaderAddon | null; why: string } {
   }
   return { addon: null, why: `no ${ADDON_PATH} above ${__dirname}: run npm run build:native` };
 }
+
+/** The fields of net's TCP handle that attach uses. */
+interface NetHandle {
+  fd: number;
+  reading: boolean;
+  readStart(): number;
+  readStop(): number;
+}
+
+/** A handle's readStart while the native reader reads its socket. */
+const NOT_NOW = (): number => 0;
 
 /** Receives what the native reader finds: one call per change marker, then the counts. */
 export interface NativeSink {
@@ -86,10 +97,16 @@ export class NativeReader {
   }
 
   /**
-   * From now on the client's frames are read natively. False, and the client left as it
-   * was, when ws's Receiver holds part of a frame, the socket is not one of
-   * sharedBufferConnect's (only those stop reading on `pause()`), or ws's and net's
-   * fields are not where this expects them (`_socket`, `_receiver`, `_handle`).
+   * From now on the client's frames are read natively, the bytes its socket's stream already
+   * holds first (`ws` puts back what came with the upgrade response: Nchan sends a frame at
+   * once). False, and the client left as it was, when ws's Receiver holds part of a frame or
+   * ws's and net's fields are not where this expects them (`_socket`, `_receiver`,
+   * `_handle`).
+   *
+   * The socket's handle stops reading, and its `readStart` is shadowed until the socket is
+   * handed back: net starts a handle reading again on its own (a `resume()`, a `read()`, the
+   * `resume` that adding a `'data'` listener schedules), and two readers of one socket
+   * would each get half of its frames.
    */
   attach(ws: WebSocket, client: number): boolean {
     const own = ws as unknown as {
@@ -97,23 +114,35 @@ export class NativeReader {
       _receiver?: { _bufferedBytes?: number };
     };
     const socket = own._socket;
-    if (!socket || !readsOffSharedBuffer(socket)) return false;
+    if (!socket) return false;
     if (typeof own._receiver?._bufferedBytes !== 'number' || own._receiver._bufferedBytes > 0) {
       return false;
     }
-    const handle = (socket as unknown as { _handle?: { fd?: number; reading?: boolean } })
-      ._handle;
-    if (typeof handle?.fd !== 'number' || handle.fd < 0 || socket.readableLength > 0) {
+    const handle = (socket as unknown as { _handle?: NetHandle | null })._handle;
+    if (
+      !handle ||
+      typeof handle.fd !== 'number' ||
+      handle.fd < 0 ||
+      typeof handle.readStop !== 'function' ||
+      typeof handle.readStart !== 'function'
+    ) {
       return false;
     }
-    socket.pause(); // (a socket with `onread` stops its handle's reads)
-    if (handle.reading !== false) {
-      socket.resume();
-      return false;
+    if (handle.reading) handle.readStop();
+    handle.reading = false;
+    handle.readStart = NOT_NOW;
+    let queued: Buffer | null = null;
+    if (socket.readableLength > 0) {
+      // (read() would also emit them as 'data', to ws)
+      const listeners = socket.listeners('data') as ((chunk: Buffer) => void)[];
+      socket.removeAllListeners('data');
+      queued = socket.read() as Buffer | null;
+      for (const listener of listeners) socket.on('data', listener);
     }
     const slot = this.addon.add(handle.fd, client);
     this.clients[slot] = ws;
     this.slots.set(ws, slot);
+    if (queued !== null) this.addon.push(slot, queued);
     return true;
   }
 
@@ -151,9 +180,11 @@ export class NativeReader {
     this.clients[a] = undefined;
     this.slots.delete(ws);
     const socket = (ws as unknown as { _socket?: Socket | null })._socket;
-    if (!socket) return;
+    const handle = (socket as unknown as { _handle?: NetHandle | null } | null)?._handle;
+    if (!socket || !handle) return;
+    delete (handle as Partial<NetHandle>).readStart; // (the prototype's again)
     const rest = c as Buffer;
     if (rest.length > 0) socket.push(rest);
-    socket.resume();
+    socket.resume(); // (net starts the handle reading)
   }
 }

@@ -22,6 +22,7 @@
  *   tsMarker, seqMarker: Buffers, the marker's parts (`bt=` and `|bs=`): a record per
  *     tsMarker followed by digits, seqMarker and digits, as the JavaScript reader finds them
  * add(fd, client) -> slot   watch a non-blocking socket (the caller stops its own reads)
+ * push(slot, buffer)        bytes of the socket read before add(), parsed ahead of its reads
  * remove(slot)              stop watching (before the caller closes the fd)
  * version                   the layout of these arguments
  *
@@ -214,6 +215,50 @@ static long parse(napi_env env, uint32_t index, const uint8_t *data, size_t leng
   return (long)at;
 }
 
+/* Parses bytes read from the slot's socket, after what it kept; false when it let go. */
+static int consume(napi_env env, uint32_t index, const uint8_t *bytes, size_t n, double recv_us) {
+  slot_t *slot = &R.slots[index];
+  const uint8_t *data = bytes;
+  size_t length = n;
+  if (slot->pending_len > 0) {
+    if (slot->pending_len + length > slot->pending_cap) {
+      size_t cap = (slot->pending_len + length) * 2;
+      uint8_t *grown = realloc(slot->pending, cap);
+      if (grown == NULL) {
+        hand_back(env, index, slot->pending, slot->pending_len);
+        return 0;
+      }
+      slot->pending = grown;
+      slot->pending_cap = cap;
+    }
+    memcpy(slot->pending + slot->pending_len, bytes, length);
+    slot->pending_len += length;
+    data = slot->pending;
+    length = slot->pending_len;
+  }
+  long used = parse(env, index, data, length, recv_us);
+  if (used < 0) return 0;
+  slot = &R.slots[index];
+  size_t rest = length - (size_t)used;
+  if (data == slot->pending) {
+    memmove(slot->pending, slot->pending + used, rest);
+    slot->pending_len = rest;
+  } else if (rest > 0) {
+    if (rest > slot->pending_cap) {
+      uint8_t *grown = realloc(slot->pending, rest * 2);
+      if (grown == NULL) {
+        hand_back(env, index, data + used, rest);
+        return 0;
+      }
+      slot->pending = grown;
+      slot->pending_cap = rest * 2;
+    }
+    memcpy(slot->pending, data + used, rest);
+    slot->pending_len = rest;
+  }
+  return 1;
+}
+
 /* Reads what the socket has; false when the slot was handed back or removed. */
 static int read_slot(napi_env env, uint32_t index) {
   for (int round = 0; round < 16; round++) {
@@ -225,52 +270,10 @@ static int read_slot(napi_env env, uint32_t index) {
     } while (n < 0 && errno == EINTR);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 1;
     if (n <= 0) { /* the end, or an error: the socket's owner reads it again and sees it */
-      if (slot->pending_len > 0) {
-        hand_back(env, index, slot->pending, slot->pending_len);
-      } else {
-        hand_back(env, index, NULL, 0);
-      }
+      hand_back(env, index, slot->pending, slot->pending_len);
       return 0;
     }
-    double recv_us = now_us();
-    const uint8_t *data = R.buf;
-    size_t length = (size_t)n;
-    if (slot->pending_len > 0) {
-      if (slot->pending_len + length > slot->pending_cap) {
-        size_t cap = (slot->pending_len + length) * 2;
-        uint8_t *grown = realloc(slot->pending, cap);
-        if (grown == NULL) {
-          hand_back(env, index, slot->pending, slot->pending_len);
-          return 0;
-        }
-        slot->pending = grown;
-        slot->pending_cap = cap;
-      }
-      memcpy(slot->pending + slot->pending_len, R.buf, length);
-      slot->pending_len += length;
-      data = slot->pending;
-      length = slot->pending_len;
-    }
-    long used = parse(env, index, data, length, recv_us);
-    if (used < 0) return 0;
-    slot = &R.slots[index];
-    size_t rest = length - (size_t)used;
-    if (data == slot->pending) {
-      memmove(slot->pending, slot->pending + used, rest);
-      slot->pending_len = rest;
-    } else if (rest > 0) {
-      if (rest > slot->pending_cap) {
-        uint8_t *grown = realloc(slot->pending, rest * 2);
-        if (grown == NULL) {
-          hand_back(env, index, data + used, rest);
-          return 0;
-        }
-        slot->pending = grown;
-        slot->pending_cap = rest * 2;
-      }
-      memcpy(slot->pending, data + used, rest);
-      slot->pending_len = rest;
-    }
+    if (!consume(env, index, R.buf, (size_t)n, now_us())) return 0;
     if (n < READ_BYTES) return 1;
   }
   return 1;
@@ -400,6 +403,30 @@ static napi_value Add(napi_env env, napi_callback_info info) {
   return result;
 }
 
+static napi_value Push(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  uint32_t index;
+  bool is_buffer = false;
+  void *data;
+  size_t length;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
+      napi_get_value_uint32(env, argv[0], &index) != napi_ok ||
+      napi_is_buffer(env, argv[1], &is_buffer) != napi_ok || !is_buffer ||
+      napi_get_buffer_info(env, argv[1], &data, &length) != napi_ok)
+    return fail(env, "push(slot, buffer)");
+  if (index >= R.slot_count || R.slots[index].fd < 0) return fail(env, "no such slot");
+  /* (copied first: the records' callback may run, and the buffer is the caller's) */
+  uint8_t *copy = malloc(length > 0 ? length : 1);
+  if (copy == NULL) return fail(env, "out of memory");
+  memcpy(copy, data, length);
+  if (consume(env, index, copy, length, now_us())) flush_records(env);
+  free(copy);
+  napi_value undefined;
+  napi_get_undefined(env, &undefined);
+  return undefined;
+}
+
 static napi_value Remove(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -417,7 +444,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   const struct {
     const char *name;
     napi_callback fn;
-  } fns[] = {{"start", Start}, {"add", Add}, {"remove", Remove}};
+  } fns[] = {{"start", Start}, {"add", Add}, {"push", Push}, {"remove", Remove}};
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value fn;
     if (napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &fn) != napi_ok ||
