@@ -329,7 +329,10 @@ async function connectAll(
   });
   clearInterval(progress);
   if (declinedNative > 0) {
-    errors.set('subscribed, but its frames read by the JavaScript FrameReader, not natively', declinedNative);
+    errors.set(
+      'subscribed, but its frames read by the JavaScript FrameReader, not natively',
+      declinedNative,
+    );
   }
   if (declined > 0) {
     errors.set(
