@@ -156,6 +156,19 @@ function connectShared(options: NetConnectOpts): Socket {
 }
 
 /**
+ * The bytes a socket's stream holds (ws puts back what came with the upgrade response), or
+ * null, taken out without emitting them as 'data' (read() would, to ws).
+ */
+export function takeQueued(socket: Socket): Buffer | null {
+  if (socket.readableLength === 0) return null;
+  const listeners = socket.listeners('data') as ((chunk: Buffer) => void)[];
+  socket.removeAllListeners('data');
+  const queued = socket.read() as Buffer | null;
+  for (const listener of listeners) socket.on('data', listener);
+  return queued;
+}
+
+/**
  * From now on the client's socket bytes go to a FrameReader instead of ws's Receiver, until
  * a close frame hands them back. Call it once the Receiver has parsed everything before
  * (the load generator: when the client is subscribed). Returns false, and leaves the
@@ -184,13 +197,7 @@ export function readDirectly(ws: WebSocket, onFrame: (payload: Buffer) => void):
     });
     // bytes already in the socket's stream (ws puts back what came with the upgrade
     // response) come before any later read: the reader takes them first, ws not at all
-    let queued: Buffer | null = null;
-    if (socket.readableLength > 0) {
-      const listeners = socket.listeners('data') as ((chunk: Buffer) => void)[];
-      socket.removeAllListeners('data');
-      queued = socket.read() as Buffer | null;
-      for (const listener of listeners) socket.on('data', listener);
-    }
+    const queued = takeQueued(socket);
     shared.reader = reader;
     if (queued !== null) reader.push(queued);
     return true;

@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import type WebSocket from 'ws';
 import { MARKER_SEQ, MARKER_TS } from './common';
+import { takeQueued } from './frame-reader';
 
 interface FrameReaderAddon {
   version: number;
@@ -131,14 +132,7 @@ export class NativeReader {
     if (handle.reading) handle.readStop();
     handle.reading = false;
     handle.readStart = NOT_NOW;
-    let queued: Buffer | null = null;
-    if (socket.readableLength > 0) {
-      // (read() would also emit them as 'data', to ws)
-      const listeners = socket.listeners('data') as ((chunk: Buffer) => void)[];
-      socket.removeAllListeners('data');
-      queued = socket.read() as Buffer | null;
-      for (const listener of listeners) socket.on('data', listener);
-    }
+    const queued = takeQueued(socket);
     const slot = this.addon.add(handle.fd, client);
     this.clients[slot] = ws;
     this.slots.set(ws, slot);
