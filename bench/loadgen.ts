@@ -171,17 +171,15 @@ const readerDescription = native.reader
       ? `by a JavaScript FrameReader per socket: the native reader is not available (${native.why})`
       : 'by a JavaScript FrameReader per socket (BENCH_LOADGEN_READER=js)';
 
-/** Subscribed clients left with ws's Receiver, and with the JS reader instead of the native. */
+/** Subscribed clients left with ws's Receiver, and read by a FrameReader, not natively. */
 let declined = 0;
 let declinedNative = 0;
 
 /** From now on (the client is subscribed) its frames are read natively or by a FrameReader. */
 function readFrames(ws: WebSocket, client: number): void {
-  if (native.reader !== null) {
-    if (native.reader.attach(ws, client)) return;
-    declinedNative++;
-  }
+  if (native.reader?.attach(ws, client)) return;
   if (DIRECT && !readDirectly(ws, (payload) => onBuffer(client, payload))) declined++;
+  else if (native.reader !== null) declinedNative++;
 }
 
 function sourceAddress(i: number): string | undefined {

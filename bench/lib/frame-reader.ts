@@ -15,11 +15,6 @@ export function loadgenReader(): LoadgenReader {
   throw new Error(`BENCH_LOADGEN_READER must be native, js or ws, not ${JSON.stringify(value)}`);
 }
 
-/** Whether subscribed clients' frames bypass ws's Receiver (native or js). */
-export function readsDirectly(): boolean {
-  return loadgenReader() !== 'ws';
-}
-
 /** ws's default `maxPayload` (100 MiB): a longer frame goes back to ws, which fails it. */
 const MAX_PAYLOAD = 100 * 1024 * 1024;
 

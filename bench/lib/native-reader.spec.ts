@@ -183,8 +183,9 @@ describe("the bench's native frame reader", () => {
     peer.send(`{"title":"${marker(30, 30)}"}`);
     await records(1);
     r.detach(client);
+    const viaWs = new Promise((resolve) => client.once('message', (data) => resolve(String(data))));
     peer.send(`{"title":"${marker(31, 31)}"}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(await viaWs).toBe(`{"title":"${marker(31, 31)}"}`);
     expect(seen.records.map(([, , seq]) => seq)).toEqual([30]);
   });
 

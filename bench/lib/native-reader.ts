@@ -140,13 +140,27 @@ export class NativeReader {
     return true;
   }
 
-  /** Stops reading the client's socket natively (call it before closing the client). */
+  /** Stops reading the client's socket natively; its `ws` reads it again from here on. */
   detach(ws: WebSocket): void {
     const slot = this.slots.get(ws);
     if (slot === undefined) return;
     this.addon.remove(slot);
-    this.slots.delete(ws);
+    this.giveBack(ws, slot, null);
+  }
+
+  /**
+   * The client's socket back to its `ws` (the addon has let go of the slot): the handle's own
+   * `readStart` again, `rest` (bytes the addon read and did not handle) first, then reads.
+   */
+  private giveBack(ws: WebSocket, slot: number, rest: Buffer | null): void {
     this.clients[slot] = undefined;
+    this.slots.delete(ws);
+    const socket = (ws as unknown as { _socket?: Socket | null })._socket;
+    const handle = (socket as unknown as { _handle?: NetHandle | null } | null)?._handle;
+    if (!socket || !handle) return;
+    delete (handle as Partial<NetHandle>).readStart; // (the prototype's again)
+    if (rest !== null && rest.length > 0) socket.push(rest);
+    socket.resume(); // (net starts the handle reading)
   }
 
   private onEvent(
@@ -170,15 +184,6 @@ export class NativeReader {
       ws.pong(c as Buffer);
       return;
     }
-    // handed back: the addon has let go of the slot; ws reads the socket from here on
-    this.clients[a] = undefined;
-    this.slots.delete(ws);
-    const socket = (ws as unknown as { _socket?: Socket | null })._socket;
-    const handle = (socket as unknown as { _handle?: NetHandle | null } | null)?._handle;
-    if (!socket || !handle) return;
-    delete (handle as Partial<NetHandle>).readStart; // (the prototype's again)
-    const rest = c as Buffer;
-    if (rest.length > 0) socket.push(rest);
-    socket.resume(); // (net starts the handle reading)
+    this.giveBack(ws, a, c as Buffer); // (handed back)
   }
 }

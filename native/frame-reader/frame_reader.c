@@ -173,8 +173,8 @@ static void scan(napi_env env, const slot_t *slot, const uint8_t *p, size_t len,
 }
 
 /*
- * Parses whole frames from data; returns the bytes consumed, or -1 when the slot was handed
- * back (or its ping answered in a way that needs nothing more here).
+ * Parses whole frames from data; returns the bytes consumed, or -1 when the slot let go of
+ * the socket: handed back, or removed by a callback (data may then be freed memory).
  */
 static long parse(napi_env env, uint32_t index, const uint8_t *data, size_t length, double recv) {
   size_t at = 0;
@@ -209,10 +209,20 @@ static long parse(napi_env env, uint32_t index, const uint8_t *data, size_t leng
     } else if (opcode == 9) {
       flush_records(env);
       call(env, 1, (double)index, 0, copy_buffer(env, payload, (size_t)len));
-      if (R.slots[index].fd < 0) return -1; /* removed by the callback */
     }
+    if (R.slots[index].fd < 0) return -1; /* removed by a callback (records, ping) */
   }
   return (long)at;
+}
+
+/* Room for `need` bytes in the slot's pending buffer; false when there is no memory. */
+static int reserve(slot_t *slot, size_t need) {
+  if (need <= slot->pending_cap) return 1;
+  uint8_t *grown = realloc(slot->pending, need * 2);
+  if (grown == NULL) return 0;
+  slot->pending = grown;
+  slot->pending_cap = need * 2;
+  return 1;
 }
 
 /* Parses bytes read from the slot's socket, after what it kept; false when it let go. */
@@ -221,15 +231,9 @@ static int consume(napi_env env, uint32_t index, const uint8_t *bytes, size_t n,
   const uint8_t *data = bytes;
   size_t length = n;
   if (slot->pending_len > 0) {
-    if (slot->pending_len + length > slot->pending_cap) {
-      size_t cap = (slot->pending_len + length) * 2;
-      uint8_t *grown = realloc(slot->pending, cap);
-      if (grown == NULL) {
-        hand_back(env, index, slot->pending, slot->pending_len);
-        return 0;
-      }
-      slot->pending = grown;
-      slot->pending_cap = cap;
+    if (!reserve(slot, slot->pending_len + length)) {
+      hand_back(env, index, slot->pending, slot->pending_len);
+      return 0;
     }
     memcpy(slot->pending + slot->pending_len, bytes, length);
     slot->pending_len += length;
@@ -244,14 +248,9 @@ static int consume(napi_env env, uint32_t index, const uint8_t *bytes, size_t n,
     memmove(slot->pending, slot->pending + used, rest);
     slot->pending_len = rest;
   } else if (rest > 0) {
-    if (rest > slot->pending_cap) {
-      uint8_t *grown = realloc(slot->pending, rest * 2);
-      if (grown == NULL) {
-        hand_back(env, index, data + used, rest);
-        return 0;
-      }
-      slot->pending = grown;
-      slot->pending_cap = rest * 2;
+    if (!reserve(slot, rest)) {
+      hand_back(env, index, data + used, rest);
+      return 0;
     }
     memcpy(slot->pending, data + used, rest);
     slot->pending_len = rest;
