@@ -28,7 +28,13 @@ import {
   type LoadgenCommand,
   type LoadgenMessage,
 } from './lib/common';
-import { FrameReader, loadgenReader, readDirectly, sharedBufferConnect } from './lib/frame-reader';
+import {
+  FrameReader,
+  loadgenReader,
+  loadgenTimes,
+  readDirectly,
+  sharedBufferConnect,
+} from './lib/frame-reader';
 import { NativeReader } from './lib/native-reader';
 
 /** Spreads client source addresses over 127.0.0.1 … 127.0.0.<n> (per-IP limits, port space). */
@@ -146,25 +152,29 @@ function onString(client: number, frame: string): void {
 
 const READER = loadgenReader();
 const DIRECT = READER !== 'ws';
+const KERNEL_TIMES = loadgenTimes() === 'kernel';
 
 /** The native reader's records and counts go where onBuffer puts a frame's. */
 const native =
   READER === 'native'
-    ? NativeReader.open({
-        record: (client, sentUs, seq, recvUs) => {
-          if (current !== null) record(client, sentUs, seq, recvUs);
+    ? NativeReader.open(
+        {
+          record: (client, sentUs, seq, recvUs) => {
+            if (current !== null) record(client, sentUs, seq, recvUs);
+          },
+          counts: (frames, bytes) => {
+            if (current === null) return;
+            current.frames += frames;
+            current.bytes += bytes;
+          },
         },
-        counts: (frames, bytes) => {
-          if (current === null) return;
-          current.frames += frames;
-          current.bytes += bytes;
-        },
-      })
+        KERNEL_TIMES,
+      )
     : { reader: null, why: '' };
 
 /** What reads subscribed `ws` clients' frames, for the report. */
 const readerDescription = native.reader
-  ? 'in C, every subscribed socket in one epoll set (native/frame-reader)'
+  ? `in C, every subscribed socket in one epoll set (native/frame-reader), ${KERNEL_TIMES ? "received at the kernel's receive timestamp of the frame (SO_TIMESTAMPNS)" : 'received when read (BENCH_LOADGEN_TIMES=read)'}`
   : READER === 'ws'
     ? "through ws's Receiver (BENCH_LOADGEN_READER=ws)"
     : READER === 'native'
@@ -375,6 +385,7 @@ function measurement(seqBase: number, count: number, clients: number, slots: num
 
 function arm(seqBase: number, count: number): void {
   current = measurement(seqBase, count, subscribed, capacity);
+  native.reader?.readDelay(); // (from now on)
   send({ type: 'armed' });
 }
 
@@ -475,6 +486,7 @@ async function collect(timeoutMs: number): Promise<void> {
     bestPerChangeMs: Array.from(m.best, (us) => (us > 0 ? Math.round(us / 10) / 100 : null)),
     loadgenCpuMs: (cpu.user + cpu.system) / 1000,
     loadgenWallMs: (nowUs() - m.wallUs) / 1000,
+    ...(native.reader && KERNEL_TIMES ? { readDelay: native.reader.readDelay() } : {}),
   });
 }
 

@@ -18,6 +18,8 @@
  * write-path child benches), BENCH_PIN=0 (no CPU pinning of server and load generator: lib/cpus.ts),
  * BENCH_LOADGEN_READER=native|js|ws (how the load generator reads subscribed clients' frames:
  * in C, the default, by a JavaScript FrameReader, or through ws's Receiver: loadgen.ts),
+ * BENCH_LOADGEN_TIMES=kernel|read (a delivery's received time, for the clients read in C:
+ * the kernel's receive timestamp, the default, or the time of the read),
  * BENCH_LOADGEN_NODE_ARGS (node flags for the load generator).
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -26,7 +28,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import * as ts from 'typescript';
 import { changePayload, nowUs, sleep } from './lib/common';
 import { Loadgen } from './lib/loadgen-client';
-import { loadgenReader } from './lib/frame-reader';
+import { loadgenReader, loadgenTimes } from './lib/frame-reader';
 import {
   busiestThreadWaits,
   cpuMs,
@@ -70,8 +72,9 @@ const BENCH = join(ROOT, 'bench');
 const RESULTS = join(BENCH, 'results');
 const BUILD = join(RESULTS, '.build');
 const QUICK = process.env.BENCH_QUICK === '1';
-// refuse a BENCH_LOADGEN_READER the load generator would refuse, before anything starts
+// refuse a BENCH_LOADGEN_READER or _TIMES the load generator would refuse, before anything starts
 loadgenReader();
+loadgenTimes();
 /** How the load generators of this run read frames (each tells in its `ready` message). */
 const loadgenReads = new Set<string>();
 /**
@@ -471,6 +474,7 @@ async function runScenario(
     bytesPerFrame: res.frames > 0 ? res.bytes / res.frames : NaN,
     changesPerFrame: res.frames > 0 ? res.deliveries / res.frames : NaN,
     publishErrors: [...new Set(errors)],
+    ...(res.readDelay ? { loadgenReadDelay: res.readDelay } : {}),
   };
 }
 

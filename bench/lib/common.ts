@@ -135,6 +135,12 @@ export interface CollectResult {
   /** Load generator CPU time (user+system) between arm and the end of collect, ms. */
   loadgenCpuMs: number;
   loadgenWallMs: number;
+  /**
+   * With kernel receive times (BENCH_LOADGEN_TIMES=kernel, the native reader): how long after
+   * the kernel had them the load generator read its clients' frames, between arm and the end
+   * of collect. Left out of every latency above; absent with read times.
+   */
+  readDelay?: { reads: number; meanUs: number; maxUs: number };
 }
 
 export type LoadgenMessage =

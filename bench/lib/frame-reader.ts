@@ -15,6 +15,19 @@ export function loadgenReader(): LoadgenReader {
   throw new Error(`BENCH_LOADGEN_READER must be native, js or ws, not ${JSON.stringify(value)}`);
 }
 
+/**
+ * Which time a delivery was received at (`BENCH_LOADGEN_TIMES`): `kernel` (the default) the
+ * kernel's receive timestamp of the frame, for the clients the native reader reads; `read`
+ * the time the load generator read it, as every other reader does. Anything else is refused.
+ */
+export type LoadgenTimes = 'kernel' | 'read';
+
+export function loadgenTimes(): LoadgenTimes {
+  const value = process.env.BENCH_LOADGEN_TIMES ?? 'kernel';
+  if (value === 'kernel' || value === 'read') return value;
+  throw new Error(`BENCH_LOADGEN_TIMES must be kernel or read, not ${JSON.stringify(value)}`);
+}
+
 /** ws's default `maxPayload` (100 MiB): a longer frame goes back to ws, which fails it. */
 const MAX_PAYLOAD = 100 * 1024 * 1024;
 

@@ -18,7 +18,8 @@ const sink: NativeSink = {
     seen.bytes += bytes;
   },
 };
-const opened = NativeReader.open(sink);
+// (kernel receive times, as the bench's default)
+const opened = NativeReader.open(sink, true);
 const reader = opened.reader;
 
 /** A frame as a server writes it (unmasked). */
@@ -132,6 +133,26 @@ describe("the bench's native frame reader", () => {
     peer.close(4001, 'bye');
     expect(await closed).toEqual([4001, 'bye']);
     expect(viaWs).toEqual(['before the reader: through ws']);
+  });
+
+  it('times a frame when the kernel received it, not when this busy process read it', async () => {
+    expect(r.attach(client, 3)).toBe(true);
+    r.readDelay(); // (from here on)
+    const before = Number(process.hrtime.bigint() / 1000n);
+    peer.send(`{"title":"${marker(9, before)}"}`); // (written to the socket at once)
+    // the event loop held for 80 ms, as another task holding the load generator's CPU would
+    while (Number(process.hrtime.bigint() / 1000n) - before < 80_000);
+    const [[, , seq, recv]] = await records(1);
+    const read = Number(process.hrtime.bigint() / 1000n);
+    expect(seq).toBe(9);
+    expect(read - before).toBeGreaterThanOrEqual(80_000);
+    // the frame reached the socket within moments of the send, 80 ms before it was read
+    expect(recv).toBeGreaterThanOrEqual(before - 1_000);
+    expect(recv - before).toBeLessThan(40_000);
+    const delay = r.readDelay();
+    expect(delay.reads).toBeGreaterThanOrEqual(1);
+    expect(delay.maxUs).toBeGreaterThanOrEqual(40_000);
+    expect(r.readDelay().reads).toBe(0); // (each call counts from the one before)
   });
 
   it('gives a fragmented message, and everything after it, back to ws', async () => {

@@ -12,14 +12,16 @@ interface FrameReaderAddon {
     tsMarker: Buffer,
     seqMarker: Buffer,
     records: Float64Array,
+    kernelTimes: boolean,
   ): void;
   add(fd: number, client: number): number;
   push(slot: number, bytes: Buffer): void;
   remove(slot: number): void;
+  readDelay(): [reads: number, sumUs: number, maxUs: number];
 }
 
 /** The argument layout this file speaks (FRAME_READER_VERSION in frame_reader.c). */
-const ADDON_VERSION = 1;
+const ADDON_VERSION = 2;
 const ADDON_PATH = join('native', 'frame-reader', 'build', 'Release', 'frame_reader.node');
 
 /** The addon from the nearest directory up from here that has it (src or the bench build). */
@@ -56,6 +58,16 @@ interface NetHandle {
 /** A handle's readStart while the native reader reads its socket. */
 const NOT_NOW = (): number => 0;
 
+/**
+ * How long after the kernel received them the load generator read its clients' frames
+ * (NativeReader.readDelay): reads that had a kernel timestamp, their mean and longest delay.
+ */
+export interface ReadDelay {
+  reads: number;
+  meanUs: number;
+  maxUs: number;
+}
+
 /** Receives what the native reader finds: one call per change marker, then the counts. */
 export interface NativeSink {
   record(client: number, sentUs: number, seq: number, recvUs: number): void;
@@ -75,6 +87,11 @@ export interface NativeSink {
  * space, once per socket per read (libuv's callback, Node's `onStreamRead`, the parse). At
  * N = 1 000 and 5 000 that, not the server, bounded how soon a change's last subscriber had
  * it (bench/README.md, "How the load generator reads frames").
+ *
+ * With `kernelTimes` a change's received time is when the kernel received the frame
+ * (SO_TIMESTAMPNS), not when this process read it: the latency is the server's and the
+ * network's, without the load generator's own delays (it reads 10 000 sockets on a CPU it
+ * shares with the publisher and the machine's other tasks).
  */
 export class NativeReader {
   private readonly clients: (WebSocket | undefined)[] = [];
@@ -83,7 +100,10 @@ export class NativeReader {
   private constructor(private readonly addon: FrameReaderAddon) {}
 
   /** The reader, or null (and why) when the addon is not built or does not load. */
-  static open(sink: NativeSink): { reader: NativeReader | null; why: string } {
+  static open(
+    sink: NativeSink,
+    kernelTimes: boolean,
+  ): { reader: NativeReader | null; why: string } {
     const loaded = loadAddon();
     if (!loaded.addon) return { reader: null, why: loaded.why };
     const reader = new NativeReader(loaded.addon);
@@ -93,6 +113,7 @@ export class NativeReader {
       Buffer.from(MARKER_TS, 'latin1'),
       Buffer.from(MARKER_SEQ, 'latin1'),
       records,
+      kernelTimes,
     );
     return { reader, why: loaded.why };
   }
@@ -138,6 +159,12 @@ export class NativeReader {
     this.slots.set(ws, slot);
     if (queued !== null) this.addon.push(slot, queued);
     return true;
+  }
+
+  /** The read delay since the previous call (none without kernelTimes). */
+  readDelay(): ReadDelay {
+    const [reads, sumUs, maxUs] = this.addon.readDelay();
+    return { reads, meanUs: reads > 0 ? sumUs / reads : 0, maxUs };
   }
 
   /** Stops reading the client's socket natively; its `ws` reads it again from here on. */

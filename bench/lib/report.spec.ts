@@ -1,4 +1,4 @@
-import { ratioAgainst, slowChangesTable, type Results } from './report';
+import { ratioAgainst, readDelayTable, slowChangesTable, type Results } from './report';
 
 /** A result with one target whose paced series has these per-change figures. */
 function results(
@@ -65,6 +65,34 @@ describe("slowChangesTable (the report's slowest paced changes)", () => {
 
   it('has no rows for a series without per-change waits (a report from before them)', () => {
     expect(slowChangesTable(results([12, 30], undefined, undefined)).rows).toEqual([]);
+  });
+});
+
+describe('readDelayTable (what kernel receive times leave out)', () => {
+  it('has a row per scenario that measured it, none for one with read times or no reads', () => {
+    const r = {
+      targets: [
+        {
+          label: 'bare ws',
+          runs: [
+            {
+              n: 5000,
+              scenarios: [
+                {
+                  scenario: 'burst',
+                  loadgenReadDelay: { reads: 50_000, meanUs: 812.4, maxUs: 41_250 },
+                },
+                { scenario: 'paced', loadgenReadDelay: { reads: 0, meanUs: 0, maxUs: 0 } },
+              ],
+            },
+          ],
+        },
+        { label: 'Socket.IO', runs: [{ n: 5000, scenarios: [{ scenario: 'paced' }] }] },
+      ],
+    } as unknown as Results;
+    expect(readDelayTable(r).rows).toEqual([
+      ['bare ws', '5,000', 'burst', '50,000', '812', '41.3'],
+    ]);
   });
 });
 

@@ -66,6 +66,13 @@ export interface ScenarioResult {
   stealPerChangeMs?: number[];
   /** irq + softirq time machine-wide (loopback TCP), % of one core. */
   interruptCpuPct: number;
+  /**
+   * With kernel receive times (BENCH_LOADGEN_TIMES=kernel): how long after the kernel had
+   * them the load generator read its clients' frames (reads, mean µs, longest µs), a delay
+   * the latencies leave out. Absent with read times and in reports from before 2026-12-07,
+   * sixteenth.
+   */
+  loadgenReadDelay?: { reads: number; meanUs: number; maxUs: number };
   bytesPerFrame: number;
   changesPerFrame: number;
   publishErrors: string[];
@@ -258,6 +265,32 @@ export function fanoutTable(r: Results): Table {
  * median change for comparison: tells a change slowed by something else on the machine (a
  * wait of the thread doing the work) from one the server was slow to deliver.
  */
+/**
+ * The load generator's read delay per scenario (where it was measured): what kernel receive
+ * times leave out of the latencies.
+ */
+export function readDelayTable(r: Results): Table {
+  const headers = ['target', 'N', 'scenario', 'reads', 'mean µs', 'longest ms'];
+  const rows: string[][] = [];
+  for (const t of r.targets) {
+    for (const run of t.runs) {
+      for (const s of run.scenarios) {
+        const d = s.loadgenReadDelay;
+        if (!d || d.reads === 0) continue;
+        rows.push([
+          t.label,
+          num(run.n),
+          s.scenario,
+          num(d.reads),
+          num(d.meanUs),
+          ms(d.maxUs / 1000),
+        ]);
+      }
+    }
+  }
+  return { headers, rows, right: headers.map((_, i) => i !== 0 && i !== 2) };
+}
+
 export function slowChangesTable(r: Results): Table {
   const headers = [
     'target',
@@ -406,7 +439,7 @@ export function markdownReport(r: Results, svgFile: string | null, noRatio: stri
     `- fan-out N: ${r.config.ns.join(', ')}; burst ${r.config.burst} changes; paced ${r.config.paced.changes} changes${pacedFewer(r.config.paced)} ${r.config.paced.intervalMs} ms apart; ${r.config.concurrency} handshakes in flight; payload ${r.config.payloadBytes} B`,
     `- duration: ${num(r.durationS)} s`,
     '',
-    'How to read the figures: see `bench/README.md`. Latency is commit (publisher clock just before it sends the change) to receive (load generator), on one monotonic clock. CPU µs/deliv is server utime+stime over the window ÷ deliveries.',
+    "How to read the figures: see `bench/README.md`. Latency is commit (publisher clock just before it sends the change) to receive, on one monotonic clock: for the clients the load generator reads natively, the kernel's receive timestamp of the frame (BENCH_LOADGEN_TIMES=kernel, the default), else the time it read the frame (Socket.IO's clients always). CPU µs/deliv is server utime+stime over the window ÷ deliveries.",
     '',
     '## Fan-out',
     '',
@@ -422,6 +455,17 @@ export function markdownReport(r: Results, svgFile: string | null, noRatio: stri
       "Each change's last delivery, how long the server and the load generator waited for a CPU (schedstat run_delay, all threads; then the busiest thread of each alone, server / load generator), and the hypervisor's steal time (/proc/stat, all CPUs, 10 ms ticks), from its publish to the next change's.",
       '',
       markdownTable(slow),
+      '',
+    );
+  }
+  const delay = readDelayTable(r);
+  if (delay.rows.length > 0) {
+    out.push(
+      "### The load generator's read delay",
+      '',
+      "How long after the kernel received them the load generator read its clients' frames (it shares the machine's CPUs with the server and the publisher): time the latencies above leave out, for the clients with kernel receive times.",
+      '',
+      markdownTable(delay),
       '',
     );
   }

@@ -12,7 +12,7 @@
  * (client, sent µs, seq, received µs) records into a Float64Array that JavaScript reads
  * once per wake-up.
  *
- * start(callback, tsMarker, seqMarker, records)
+ * start(callback, tsMarker, seqMarker, records, kernelTimes)
  *   callback(kind, a, b, c): kind 0: `a` records are in `records` (4 doubles each), `b`
  *     data frames and `c` payload bytes were read since the last such call; kind 1: a ping
  *     on slot `a`, payload `c` (a Buffer) to pong; kind 2: slot `a` is handed back: `c` (a
@@ -21,13 +21,23 @@
  *     socket ended or failed; the slot is free again and the fd no longer watched.
  *   tsMarker, seqMarker: Buffers, the marker's parts (`bt=` and `|bs=`): a record per
  *     tsMarker followed by digits, seqMarker and digits, as the JavaScript reader finds them
+ *   kernelTimes: true: a record's received time is the kernel's receive timestamp of the
+ *     socket's last segment read (SO_TIMESTAMPNS), not the time of the read
  * add(fd, client) -> slot   watch a non-blocking socket (the caller stops its own reads)
  * push(slot, buffer)        bytes of the socket read before add(), parsed ahead of its reads
  * remove(slot)              stop watching (before the caller closes the fd)
+ * readDelay() -> [reads, sum µs, max µs]  of the reads that had a kernel timestamp, how long
+ *                           after it each read came; counted from the previous call
  * version                   the layout of these arguments
  *
  * Received times are CLOCK_MONOTONIC in µs, the clock of Node's process.hrtime (the
- * publisher's timestamps).
+ * publisher's timestamps); the kernel's timestamps (CLOCK_REALTIME) are moved to that clock
+ * by the difference of the two read at each wake-up.
+ *
+ * Why kernel timestamps: a change's latency is the server's, from its publish to the frame
+ * reaching the subscriber's socket; when the load generator, on the same two cores, reads a
+ * socket later (it was reading others, or another task had its CPU), the time of the read
+ * adds its own delay, up to 10–14 ms at N = 1 000 on the 2-vCPU VM (bench/README.md).
  */
 #include <errno.h>
 #include <stdint.h>
@@ -40,7 +50,7 @@
 #include <node_api.h>
 #include <uv.h>
 
-#define FRAME_READER_VERSION 1
+#define FRAME_READER_VERSION 2
 #define READ_BYTES (64 * 1024)
 #define MAX_PAYLOAD (100 * 1024 * 1024) /* ws's default maxPayload */
 #define EVENTS 512
@@ -73,6 +83,9 @@ static struct {
   size_t out_n;
   double frames;
   double bytes;
+  int kernel_times;
+  double mono_minus_real; /* µs: CLOCK_MONOTONIC − CLOCK_REALTIME, at the last wake-up */
+  double delay_reads, delay_sum, delay_max;
   uint8_t buf[READ_BYTES];
 } R;
 
@@ -258,21 +271,64 @@ static int consume(napi_env env, uint32_t index, const uint8_t *bytes, size_t n,
   return 1;
 }
 
+/*
+ * One read of the socket into R.buf; *when: the received time of what was read (the kernel's
+ * timestamp on CLOCK_MONOTONIC with kernelTimes and when the kernel gave one, else now).
+ */
+static ssize_t read_once(int fd, double *when) {
+  ssize_t n;
+  if (!R.kernel_times) {
+    do {
+      n = recv(fd, R.buf, READ_BYTES, MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    *when = now_us();
+    return n;
+  }
+  struct iovec iov = {R.buf, READ_BYTES};
+  union {
+    char buf[CMSG_SPACE(sizeof(struct timespec))];
+    struct cmsghdr align;
+  } control;
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.buf;
+  msg.msg_controllen = sizeof control.buf;
+  do {
+    n = recvmsg(fd, &msg, MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) return n;
+  double now = now_us();
+  *when = now;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SO_TIMESTAMPNS) continue;
+    struct timespec ts;
+    memcpy(&ts, CMSG_DATA(c), sizeof ts);
+    double kernel = (double)ts.tv_sec * 1e6 + (double)(ts.tv_nsec / 1000) + R.mono_minus_real;
+    /* (never after the read: the two clocks were read a moment apart) */
+    if (kernel < now) *when = kernel;
+    double delay = now - *when;
+    R.delay_reads++;
+    R.delay_sum += delay;
+    if (delay > R.delay_max) R.delay_max = delay;
+  }
+  return n;
+}
+
 /* Reads what the socket has; false when the slot was handed back or removed. */
 static int read_slot(napi_env env, uint32_t index) {
   for (int round = 0; round < 16; round++) {
     slot_t *slot = &R.slots[index];
     if (slot->fd < 0) return 0;
-    ssize_t n;
-    do {
-      n = recv(slot->fd, R.buf, READ_BYTES, MSG_DONTWAIT);
-    } while (n < 0 && errno == EINTR);
+    double when;
+    ssize_t n = read_once(slot->fd, &when);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 1;
     if (n <= 0) { /* the end, or an error: the socket's owner reads it again and sees it */
       hand_back(env, index, slot->pending, slot->pending_len);
       return 0;
     }
-    if (!consume(env, index, R.buf, (size_t)n, now_us())) return 0;
+    if (!consume(env, index, R.buf, (size_t)n, when)) return 0;
     if (n < READ_BYTES) return 1;
   }
   return 1;
@@ -286,6 +342,13 @@ static void on_ready(uv_poll_t *handle, int status, int events) {
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
   struct epoll_event ready[EVENTS];
+  if (R.kernel_times) {
+    struct timespec real, mono;
+    clock_gettime(CLOCK_REALTIME, &real);
+    clock_gettime(CLOCK_MONOTONIC, &mono);
+    R.mono_minus_real = ((double)mono.tv_sec - (double)real.tv_sec) * 1e6 +
+                        ((double)mono.tv_nsec - (double)real.tv_nsec) / 1000;
+  }
   for (int pass = 0; pass < 64; pass++) {
     int n;
     do {
@@ -315,10 +378,12 @@ static int buffer_arg(napi_env env, napi_value value, uint8_t *target, size_t *l
 }
 
 static napi_value Start(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4)
-    return fail(env, "start(callback, tsMarker, seqMarker, records)");
+  size_t argc = 5;
+  napi_value argv[5];
+  bool kernel_times = false;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 5 ||
+      napi_get_value_bool(env, argv[4], &kernel_times) != napi_ok)
+    return fail(env, "start(callback, tsMarker, seqMarker, records, kernelTimes)");
   if (R.started) return fail(env, "the reader is already started");
   napi_valuetype type;
   if (napi_typeof(env, argv[0], &type) != napi_ok || type != napi_function)
@@ -355,6 +420,7 @@ static napi_value Start(napi_env env, napi_callback_info info) {
   R.out = records;
   R.out_cap = length / 4;
   R.out_n = 0;
+  R.kernel_times = kernel_times;
   R.started = 1;
   /* the uv_poll alone must not keep the process alive */
   uv_unref((uv_handle_t *)&R.poll);
@@ -392,6 +458,11 @@ static napi_value Add(napi_env env, napi_callback_info info) {
   memset(&event, 0, sizeof event);
   event.events = EPOLLIN | EPOLLRDHUP;
   event.data.u32 = index;
+  int one = 1;
+  if (R.kernel_times && setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one) != 0) {
+    slot->fd = -1;
+    return fail(env, "setsockopt SO_TIMESTAMPNS failed");
+  }
   if (epoll_ctl(R.epfd, EPOLL_CTL_ADD, fd, &event) != 0) {
     slot->fd = -1;
     return fail(env, "epoll_ctl ADD failed");
@@ -439,11 +510,24 @@ static napi_value Remove(napi_env env, napi_callback_info info) {
   return undefined;
 }
 
+static napi_value ReadDelay(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value result, value;
+  napi_create_array_with_length(env, 3, &result);
+  const double values[3] = {R.delay_reads, R.delay_sum, R.delay_max};
+  for (uint32_t i = 0; i < 3; i++) {
+    napi_create_double(env, values[i], &value);
+    napi_set_element(env, result, i, value);
+  }
+  R.delay_reads = R.delay_sum = R.delay_max = 0;
+  return result;
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   const struct {
     const char *name;
     napi_callback fn;
-  } fns[] = {{"start", Start}, {"add", Add}, {"push", Push}, {"remove", Remove}};
+  } fns[] = {{"start", Start}, {"add", Add}, {"push", Push}, {"remove", Remove}, {"readDelay", ReadDelay}};
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value fn;
     if (napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &fn) != napi_ok ||
