@@ -35,7 +35,7 @@ import {
   readDirectly,
   sharedBufferConnect,
 } from './lib/frame-reader';
-import { NativeReader } from './lib/native-reader';
+import { NativeReader, type ReadDelay } from './lib/native-reader';
 
 /** Spreads client source addresses over 127.0.0.1 … 127.0.0.<n> (per-IP limits, port space). */
 const SOURCE_IPS = Math.max(1, Math.min(250, Number(process.env.BENCH_SOURCE_IPS ?? '1') || 1));
@@ -383,6 +383,13 @@ function measurement(seqBase: number, count: number, clients: number, slots: num
   };
 }
 
+/** The native reader's read delay since arm, when it timed reads by the kernel's clock. */
+function readDelay(): { readDelay?: ReadDelay } {
+  if (!native.reader || !KERNEL_TIMES) return {};
+  const delay = native.reader.readDelay();
+  return delay.reads + delay.unstamped > 0 ? { readDelay: delay } : {};
+}
+
 function arm(seqBase: number, count: number): void {
   current = measurement(seqBase, count, subscribed, capacity);
   native.reader?.readDelay(); // (from now on)
@@ -486,7 +493,7 @@ async function collect(timeoutMs: number): Promise<void> {
     bestPerChangeMs: Array.from(m.best, (us) => (us > 0 ? Math.round(us / 10) / 100 : null)),
     loadgenCpuMs: (cpu.user + cpu.system) / 1000,
     loadgenWallMs: (nowUs() - m.wallUs) / 1000,
-    ...(native.reader && KERNEL_TIMES ? { readDelay: native.reader.readDelay() } : {}),
+    ...readDelay(),
   });
 }
 

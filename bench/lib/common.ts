@@ -138,9 +138,11 @@ export interface CollectResult {
   /**
    * With kernel receive times (BENCH_LOADGEN_TIMES=kernel, the native reader): how long after
    * the kernel had them the load generator read its clients' frames, between arm and the end
-   * of collect. Left out of every latency above; absent with read times.
+   * of collect (a read's timestamp is its last segment's), and the reads without a usable
+   * one (timed at the read). Left out of every latency above; absent with read times and
+   * when nothing was read natively (Socket.IO).
    */
-  readDelay?: { reads: number; meanUs: number; maxUs: number };
+  readDelay?: { reads: number; meanUs: number; maxUs: number; unstamped: number };
 }
 
 export type LoadgenMessage =

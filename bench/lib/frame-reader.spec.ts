@@ -1,6 +1,12 @@
 import type { AddressInfo, Socket } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
-import { FrameReader, readDirectly, sharedBufferConnect } from './frame-reader';
+import {
+  FrameReader,
+  loadgenReader,
+  loadgenTimes,
+  readDirectly,
+  sharedBufferConnect,
+} from './frame-reader';
 
 /** A frame as a server writes it (unmasked unless `mask`). */
 function frame(opcode: number, payload: Buffer, fin = true, mask = false): Buffer {
@@ -31,6 +37,40 @@ function reader() {
   );
   return { r, frames, pongs, handedBack };
 }
+
+describe("the load generator's reader and clock settings", () => {
+  const saved = {
+    reader: process.env.BENCH_LOADGEN_READER,
+    times: process.env.BENCH_LOADGEN_TIMES,
+  };
+  afterEach(() => {
+    for (const [key, value] of [
+      ['BENCH_LOADGEN_READER', saved.reader],
+      ['BENCH_LOADGEN_TIMES', saved.times],
+    ] as const) {
+      if (value === undefined) delete process.env[key];
+      else process.env[key] = value;
+    }
+  });
+
+  it('defaults to the native reader and kernel times, and takes the other values', () => {
+    delete process.env.BENCH_LOADGEN_READER;
+    delete process.env.BENCH_LOADGEN_TIMES;
+    expect([loadgenReader(), loadgenTimes()]).toEqual(['native', 'kernel']);
+    process.env.BENCH_LOADGEN_READER = 'js';
+    process.env.BENCH_LOADGEN_TIMES = 'read';
+    expect([loadgenReader(), loadgenTimes()]).toEqual(['js', 'read']);
+  });
+
+  it('refuses anything else, naming the variable', () => {
+    process.env.BENCH_LOADGEN_READER = 'C';
+    expect(() => loadgenReader()).toThrow(/BENCH_LOADGEN_READER must be native, js or ws, not "C"/);
+    process.env.BENCH_LOADGEN_TIMES = 'kernal';
+    expect(() => loadgenTimes()).toThrow(
+      /BENCH_LOADGEN_TIMES must be kernel or read, not "kernal"/,
+    );
+  });
+});
 
 describe('FrameReader (the load generator reading frames off a socket)', () => {
   const big = 'b'.repeat(70_000);

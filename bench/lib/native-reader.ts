@@ -17,7 +17,7 @@ interface FrameReaderAddon {
   add(fd: number, client: number): number;
   push(slot: number, bytes: Buffer): void;
   remove(slot: number): void;
-  readDelay(): [reads: number, sumUs: number, maxUs: number];
+  readDelay(): [reads: number, sumUs: number, maxUs: number, unstamped: number];
 }
 
 /** The argument layout this file speaks (FRAME_READER_VERSION in frame_reader.c). */
@@ -66,6 +66,8 @@ export interface ReadDelay {
   reads: number;
   meanUs: number;
   maxUs: number;
+  /** reads without a usable timestamp, timed at the read */
+  unstamped: number;
 }
 
 /** Receives what the native reader finds: one call per change marker, then the counts. */
@@ -163,8 +165,8 @@ export class NativeReader {
 
   /** The read delay since the previous call (none without kernelTimes). */
   readDelay(): ReadDelay {
-    const [reads, sumUs, maxUs] = this.addon.readDelay();
-    return { reads, meanUs: reads > 0 ? sumUs / reads : 0, maxUs };
+    const [reads, sumUs, maxUs, unstamped] = this.addon.readDelay();
+    return { reads, meanUs: reads > 0 ? sumUs / reads : 0, maxUs, unstamped };
   }
 
   /** Stops reading the client's socket natively; its `ws` reads it again from here on. */

@@ -80,9 +80,12 @@ describe('readDelayTable (what kernel receive times leave out)', () => {
               scenarios: [
                 {
                   scenario: 'burst',
-                  loadgenReadDelay: { reads: 50_000, meanUs: 812.4, maxUs: 41_250 },
+                  loadgenReadDelay: { reads: 50_000, meanUs: 812.4, maxUs: 41_250, unstamped: 3 },
                 },
-                { scenario: 'paced', loadgenReadDelay: { reads: 0, meanUs: 0, maxUs: 0 } },
+                {
+                  scenario: 'paced',
+                  loadgenReadDelay: { reads: 0, meanUs: 0, maxUs: 0, unstamped: 0 },
+                },
               ],
             },
           ],
@@ -91,7 +94,7 @@ describe('readDelayTable (what kernel receive times leave out)', () => {
       ],
     } as unknown as Results;
     expect(readDelayTable(r).rows).toEqual([
-      ['bare ws', '5,000', 'burst', '50,000', '812', '41.3'],
+      ['bare ws', '5,000', 'burst', '50,000', '812', '41.3', '3'],
     ]);
   });
 });

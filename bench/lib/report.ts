@@ -68,11 +68,12 @@ export interface ScenarioResult {
   interruptCpuPct: number;
   /**
    * With kernel receive times (BENCH_LOADGEN_TIMES=kernel): how long after the kernel had
-   * them the load generator read its clients' frames (reads, mean µs, longest µs), a delay
-   * the latencies leave out. Absent with read times and in reports from before 2026-12-07,
+   * them the load generator read its clients' frames (reads, mean µs, longest µs; one
+   * timestamp per read, its last segment's), a delay the latencies leave out, and the reads
+   * that came without a usable timestamp (timed at the read). Absent with read times and in reports from before 2026-12-07,
    * sixteenth.
    */
-  loadgenReadDelay?: { reads: number; meanUs: number; maxUs: number };
+  loadgenReadDelay?: { reads: number; meanUs: number; maxUs: number; unstamped?: number };
   bytesPerFrame: number;
   changesPerFrame: number;
   publishErrors: string[];
@@ -259,24 +260,25 @@ export function fanoutTable(r: Results): Table {
 }
 
 /**
- * The paced series' three slowest changes per target and N (by their last delivery), with
- * how long the server and the load generator waited for a CPU in each one's interval (all
- * their threads, then the busiest thread of each alone: server / load generator), and the
- * median change for comparison: tells a change slowed by something else on the machine (a
- * wait of the thread doing the work) from one the server was slow to deliver.
- */
-/**
  * The load generator's read delay per scenario (where it was measured): what kernel receive
  * times leave out of the latencies.
  */
 export function readDelayTable(r: Results): Table {
-  const headers = ['target', 'N', 'scenario', 'reads', 'mean µs', 'longest ms'];
+  const headers = [
+    'target',
+    'N',
+    'scenario',
+    'reads',
+    'mean µs',
+    'longest ms',
+    'reads without a timestamp',
+  ];
   const rows: string[][] = [];
   for (const t of r.targets) {
     for (const run of t.runs) {
       for (const s of run.scenarios) {
         const d = s.loadgenReadDelay;
-        if (!d || d.reads === 0) continue;
+        if (!d || d.reads + (d.unstamped ?? 0) === 0) continue;
         rows.push([
           t.label,
           num(run.n),
@@ -284,6 +286,7 @@ export function readDelayTable(r: Results): Table {
           num(d.reads),
           num(d.meanUs),
           ms(d.maxUs / 1000),
+          num(d.unstamped ?? 0),
         ]);
       }
     }
@@ -291,6 +294,13 @@ export function readDelayTable(r: Results): Table {
   return { headers, rows, right: headers.map((_, i) => i !== 0 && i !== 2) };
 }
 
+/**
+ * The paced series' three slowest changes per target and N (by their last delivery), with
+ * how long the server and the load generator waited for a CPU in each one's interval (all
+ * their threads, then the busiest thread of each alone: server / load generator), and the
+ * median change for comparison: tells a change slowed by something else on the machine (a
+ * wait of the thread doing the work) from one the server was slow to deliver.
+ */
 export function slowChangesTable(r: Results): Table {
   const headers = [
     'target',

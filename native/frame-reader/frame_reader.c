@@ -26,8 +26,11 @@
  * add(fd, client) -> slot   watch a non-blocking socket (the caller stops its own reads)
  * push(slot, buffer)        bytes of the socket read before add(), parsed ahead of its reads
  * remove(slot)              stop watching (before the caller closes the fd)
- * readDelay() -> [reads, sum µs, max µs]  of the reads that had a kernel timestamp, how long
- *                           after it each read came; counted from the previous call
+ * readDelay() -> [reads, sum µs, max µs, unstamped]  of the reads that had a kernel
+ *                           timestamp (one per read: its last segment's), how long after it
+ *                           each read came, and the reads without a usable one (timed at the
+ *                           read: none came, or it was over a second old, as after the wall
+ *                           clock stepped); counted from the previous call
  * version                   the layout of these arguments
  *
  * Received times are CLOCK_MONOTONIC in µs, the clock of Node's process.hrtime (the
@@ -37,7 +40,8 @@
  * Why kernel timestamps: a change's latency is the server's, from its publish to the frame
  * reaching the subscriber's socket; when the load generator, on the same two cores, reads a
  * socket later (it was reading others, or another task had its CPU), the time of the read
- * adds its own delay, up to 10–14 ms at N = 1 000 on the 2-vCPU VM (bench/README.md).
+ * adds its own delay: 0.15–2.4 ms on average and up to 51 ms over a paced series in the
+ * runs of 2026-12-07, sixteenth (bench/README.md).
  */
 #include <errno.h>
 #include <stdint.h>
@@ -85,7 +89,7 @@ static struct {
   double bytes;
   int kernel_times;
   double mono_minus_real; /* µs: CLOCK_MONOTONIC − CLOCK_REALTIME, at the last wake-up */
-  double delay_reads, delay_sum, delay_max;
+  double delay_reads, delay_sum, delay_max, unstamped;
   uint8_t buf[READ_BYTES];
 } R;
 
@@ -281,7 +285,7 @@ static ssize_t read_once(int fd, double *when) {
     do {
       n = recv(fd, R.buf, READ_BYTES, MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
-    *when = now_us();
+    if (n > 0) *when = now_us();
     return n;
   }
   struct iovec iov = {R.buf, READ_BYTES};
@@ -301,18 +305,25 @@ static ssize_t read_once(int fd, double *when) {
   if (n <= 0) return n;
   double now = now_us();
   *when = now;
+  int stamped = 0;
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SO_TIMESTAMPNS) continue;
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SO_TIMESTAMPNS ||
+        c->cmsg_len < CMSG_LEN(sizeof(struct timespec)) || (msg.msg_flags & MSG_CTRUNC))
+      continue;
     struct timespec ts;
     memcpy(&ts, CMSG_DATA(c), sizeof ts);
     double kernel = (double)ts.tv_sec * 1e6 + (double)(ts.tv_nsec / 1000) + R.mono_minus_real;
-    /* (never after the read: the two clocks were read a moment apart) */
-    if (kernel < now) *when = kernel;
-    double delay = now - *when;
+    /* (never after the read: the two clocks were read a moment apart; over a second before
+       it, the wall clock stepped since the stamp, and the read's own time is the better) */
+    double delay = kernel < now ? now - kernel : 0;
+    if (delay > 1e6) break;
+    *when = now - delay;
+    stamped = 1;
     R.delay_reads++;
     R.delay_sum += delay;
     if (delay > R.delay_max) R.delay_max = delay;
   }
+  if (!stamped) R.unstamped++;
   return n;
 }
 
@@ -513,13 +524,13 @@ static napi_value Remove(napi_env env, napi_callback_info info) {
 static napi_value ReadDelay(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value result, value;
-  napi_create_array_with_length(env, 3, &result);
-  const double values[3] = {R.delay_reads, R.delay_sum, R.delay_max};
-  for (uint32_t i = 0; i < 3; i++) {
+  napi_create_array_with_length(env, 4, &result);
+  const double values[4] = {R.delay_reads, R.delay_sum, R.delay_max, R.unstamped};
+  for (uint32_t i = 0; i < 4; i++) {
     napi_create_double(env, values[i], &value);
     napi_set_element(env, result, i, value);
   }
-  R.delay_reads = R.delay_sum = R.delay_max = 0;
+  R.delay_reads = R.delay_sum = R.delay_max = R.unstamped = 0;
   return result;
 }
 
