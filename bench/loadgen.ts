@@ -27,6 +27,7 @@ import {
   type ClientSpec,
   type LoadgenCommand,
   type LoadgenMessage,
+  type ReadDelay,
 } from './lib/common';
 import {
   FrameReader,
@@ -35,7 +36,7 @@ import {
   readDirectly,
   sharedBufferConnect,
 } from './lib/frame-reader';
-import { NativeReader, type ReadDelay } from './lib/native-reader';
+import { NativeReader } from './lib/native-reader';
 
 /** Spreads client source addresses over 127.0.0.1 … 127.0.0.<n> (per-IP limits, port space). */
 const SOURCE_IPS = Math.max(1, Math.min(250, Number(process.env.BENCH_SOURCE_IPS ?? '1') || 1));

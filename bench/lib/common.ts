@@ -114,6 +114,19 @@ export interface ConnectResult {
   errors: string[];
 }
 
+/**
+ * How long after the kernel received them the load generator read its clients' frames
+ * (NativeReader.readDelay, with kernel receive times): reads that had a kernel timestamp
+ * (one per read, its last segment's), their mean and longest delay, and the reads without a
+ * usable timestamp (timed at the read).
+ */
+export interface ReadDelay {
+  reads: number;
+  meanUs: number;
+  maxUs: number;
+  unstamped: number;
+}
+
 export interface CollectResult {
   type: 'collected';
   clients: number;
@@ -136,13 +149,11 @@ export interface CollectResult {
   loadgenCpuMs: number;
   loadgenWallMs: number;
   /**
-   * With kernel receive times (BENCH_LOADGEN_TIMES=kernel, the native reader): how long after
-   * the kernel had them the load generator read its clients' frames, between arm and the end
-   * of collect (a read's timestamp is its last segment's), and the reads without a usable
-   * one (timed at the read). Left out of every latency above; absent with read times and
-   * when nothing was read natively (Socket.IO).
+   * With kernel receive times (BENCH_LOADGEN_TIMES=kernel, the native reader): the read
+   * delay between arm and the end of collect, left out of every latency above; absent with
+   * read times and when nothing was read natively (Socket.IO).
    */
-  readDelay?: { reads: number; meanUs: number; maxUs: number; unstamped: number };
+  readDelay?: ReadDelay;
 }
 
 export type LoadgenMessage =

@@ -10,9 +10,7 @@ import type WebSocket from 'ws';
 export type LoadgenReader = 'native' | 'js' | 'ws';
 
 export function loadgenReader(): LoadgenReader {
-  const value = process.env.BENCH_LOADGEN_READER ?? 'native';
-  if (value === 'native' || value === 'js' || value === 'ws') return value;
-  throw new Error(`BENCH_LOADGEN_READER must be native, js or ws, not ${JSON.stringify(value)}`);
+  return setting('BENCH_LOADGEN_READER', ['native', 'js', 'ws']);
 }
 
 /**
@@ -23,9 +21,15 @@ export function loadgenReader(): LoadgenReader {
 export type LoadgenTimes = 'kernel' | 'read';
 
 export function loadgenTimes(): LoadgenTimes {
-  const value = process.env.BENCH_LOADGEN_TIMES ?? 'kernel';
-  if (value === 'kernel' || value === 'read') return value;
-  throw new Error(`BENCH_LOADGEN_TIMES must be kernel or read, not ${JSON.stringify(value)}`);
+  return setting('BENCH_LOADGEN_TIMES', ['kernel', 'read']);
+}
+
+/** The environment variable's value, one of `values` (unset: the first); else it throws. */
+function setting<T extends string>(name: string, values: readonly [T, ...T[]]): T {
+  const value = process.env[name] ?? values[0];
+  if ((values as readonly string[]).includes(value)) return value as T;
+  const list = `${values.slice(0, -1).join(', ')} or ${values[values.length - 1]}`;
+  throw new Error(`${name} must be ${list}, not ${JSON.stringify(value)}`);
 }
 
 /** ws's default `maxPayload` (100 MiB): a longer frame goes back to ws, which fails it. */

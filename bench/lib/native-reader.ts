@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import type WebSocket from 'ws';
-import { MARKER_SEQ, MARKER_TS } from './common';
+import { MARKER_SEQ, MARKER_TS, type ReadDelay } from './common';
 import { takeQueued } from './frame-reader';
 
 interface FrameReaderAddon {
@@ -57,18 +57,6 @@ interface NetHandle {
 
 /** A handle's readStart while the native reader reads its socket. */
 const NOT_NOW = (): number => 0;
-
-/**
- * How long after the kernel received them the load generator read its clients' frames
- * (NativeReader.readDelay): reads that had a kernel timestamp, their mean and longest delay.
- */
-export interface ReadDelay {
-  reads: number;
-  meanUs: number;
-  maxUs: number;
-  /** reads without a usable timestamp, timed at the read */
-  unstamped: number;
-}
 
 /** Receives what the native reader finds: one call per change marker, then the counts. */
 export interface NativeSink {

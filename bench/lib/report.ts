@@ -1,5 +1,5 @@
 /** Result types and their rendering: the console table and the markdown report. */
-import type { LatencySummary } from './common';
+import type { LatencySummary, ReadDelay } from './common';
 import type { MachineInfo } from './proc';
 import type { MemorySample } from './target';
 
@@ -67,13 +67,12 @@ export interface ScenarioResult {
   /** irq + softirq time machine-wide (loopback TCP), % of one core. */
   interruptCpuPct: number;
   /**
-   * With kernel receive times (BENCH_LOADGEN_TIMES=kernel): how long after the kernel had
-   * them the load generator read its clients' frames (reads, mean µs, longest µs; one
-   * timestamp per read, its last segment's), a delay the latencies leave out, and the reads
-   * that came without a usable timestamp (timed at the read). Absent with read times and in reports from before 2026-12-07,
-   * sixteenth.
+   * With kernel receive times (BENCH_LOADGEN_TIMES=kernel): the load generator's read delay,
+   * which the latencies leave out (common.ts, ReadDelay). Absent with read times and in
+   * reports from before 2026-12-07, sixteenth; without `unstamped` in those from before
+   * `768d2a7`.
    */
-  loadgenReadDelay?: { reads: number; meanUs: number; maxUs: number; unstamped?: number };
+  loadgenReadDelay?: Omit<ReadDelay, 'unstamped'> & { unstamped?: number };
   bytesPerFrame: number;
   changesPerFrame: number;
   publishErrors: string[];
