@@ -25,6 +25,7 @@ import { CollectionRegistry, RegisteredCollection } from './collection-registry'
 import { actorOf } from './transaction-runner';
 import { PreparedSqlite } from '../common/sqlite-handle';
 import { readsPlainly, tableOf } from './plain-sql';
+import { isoTime } from '../common/iso-time';
 
 /** A transaction's captured changes, kept until it commits (logged, then published) or rolls back (dropped). */
 interface TxBuffer {
@@ -684,7 +685,7 @@ export class ChangeCaptureSubscriber implements EntitySubscriberInterface, OnMod
       after,
       changedFields,
       actorId: actorOf(runner) ?? RequestContext.principal()?.userId ?? null,
-      timestamp: new Date().toISOString(),
+      timestamp: isoTime(Date.now()),
       version: collection.versionField ? versionOf(doc[collection.versionField]) : null,
     };
     if (!runner.isTransactionActive) return this.logCommitted(runner, change);

@@ -5,6 +5,7 @@ import type { DataSource, EntityMetadata } from 'typeorm';
 import { InjectRealtimeOptions } from '../realtime.module-definition';
 import type { RealtimeModuleOptions } from '../realtime.options';
 import type { CollectionSchema, Doc, FieldKind } from '../realtime.types';
+import { isoDate } from '../common/iso-time';
 
 /** A registered collection: its schema for validation and how to turn an entity into a doc. */
 export interface RegisteredCollection {
@@ -34,7 +35,7 @@ function kindOf(column: ColumnMetadata): FieldKind {
 
 /** Turns a column value into its JSON form (dates as ISO strings). */
 function jsonValue(value: unknown): unknown {
-  if (value instanceof Date) return value.toISOString();
+  if (value instanceof Date) return isoDate(value);
   if (typeof value === 'bigint') return value.toString();
   return value === undefined ? null : value;
 }
