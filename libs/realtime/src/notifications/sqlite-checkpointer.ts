@@ -28,8 +28,15 @@ const REPORT_SLOTS = 4;
 /**
  * The worker: its own connection to the same file. Every `intervalMs` it asks
  * `PRAGMA data_version`, which changes when another connection has committed (no I/O, no
- * lock held). While commits keep coming it checkpoints every `busyMs`; once they stop, after
- * `idleMs`, a last time, so that the database file itself is current. After `quietMs`
+ * lock held). While commits keep coming it checkpoints every `busyMs`, or less often, up to
+ * every `maxBusyMs`, when the WAL grows slowly: from the frames the last checkpoint found
+ * added since the one before it, the next is due when about `busyFrames` more have come
+ * (a checkpoint costs its fsyncs and a thread switch whether it copies 8 pages or 800). A
+ * checkpoint that finds the WAL restarted by someone else's (the main connection's own, at
+ * 4 000 pages) or follows a quiet spell goes back to `busyMs`. While commits wait for a
+ * checkpoint not yet due it does not look (it would only see more commits). Once commits
+ * stop, a last time, `idleMs` after the last one seen or when the next was due, whichever
+ * is later, so that the database file itself is current. After `quietMs`
  * without a commit, with nothing left to copy, it asks only every `quietMs`: an idle
  * server's worker wakes once a second, not ten times (each wake is a thread switch). The
  * first commit after a quiet spell is seen at the next look and checkpointed then. A
@@ -59,6 +66,15 @@ let lastCommitSeen = performance.now();
 let lastCheckpoint = performance.now();
 // frames copied by the last checkpoint (-1: none yet), to tell when one made no progress
 let lastCopied = -1;
+// the WAL's frames at the last checkpoint, whether it copied them all, and how long the
+// worker now lets commits accumulate between checkpoints (busyMs to maxBusyMs)
+let lastLog = 0;
+let lastComplete = true;
+let busyWait = workerData.busyMs;
+// since when the frames the next checkpoint finds have been coming: the last checkpoint,
+// or the look before the first commit after a quiet spell
+let windowStart = performance.now();
+let lastLook = performance.now();
 let timer;
 function look() {
   let next = workerData.intervalMs;
@@ -68,6 +84,12 @@ function look() {
     const v = dataVersion.get();
     if (v !== version) {
       version = v;
+      // the first commit after a quiet spell (all copied, and no commit for idleMs): the
+      // rate before it says nothing of the next
+      if (!waiting && now - lastCommitSeen >= workerData.idleMs) {
+        busyWait = workerData.busyMs;
+        windowStart = lastLook;
+      }
       waiting = true;
       lastCommitSeen = now;
     }
@@ -76,16 +98,32 @@ function look() {
     } else if (
       // (a look may come a little early: half an interval of slack, or a busy WAL would
       // wait a whole interval more)
-      now - lastCheckpoint >= workerData.busyMs - workerData.intervalMs / 2 ||
+      now - lastCheckpoint >= busyWait - workerData.intervalMs / 2 ||
       now - lastCommitSeen >= workerData.idleMs
     ) {
       const [row] = db.pragma('wal_checkpoint(PASSIVE)');
+      const since = now - Math.max(lastCheckpoint, windowStart);
       lastCheckpoint = now;
+      windowStart = now;
       if (row.busy !== 0) {
         // another checkpoint held the lock (log = checkpointed = -1): nothing was copied,
         // so it all still waits; try again at the next look
         waiting = true;
       } else {
+        // frames added since the last checkpoint: the WAL grew from lastLog, or restarted
+        // from frame 0 after a complete one; a WAL that shrank otherwise was restarted by
+        // the main connection's own checkpoint (the backstop, under heavy writes)
+        const grew = row.log >= lastLog && !lastComplete;
+        const added = grew ? row.log - lastLog : row.log;
+        busyWait =
+          !grew && !lastComplete
+            ? workerData.busyMs
+            : Math.min(
+                workerData.maxBusyMs,
+                Math.max(workerData.busyMs, (workerData.busyFrames * since) / Math.max(added, 1)),
+              );
+        lastLog = row.log;
+        lastComplete = row.checkpointed === row.log;
         // all copied: nothing waits until the next commit; else try again at the next look
         waiting = row.checkpointed < row.log;
         // frames left and none copied since the last try, no commit meanwhile: a reader's
@@ -95,6 +133,8 @@ function look() {
           next = workerData.quietMs;
         }
         lastCopied = row.checkpointed;
+        // frames left behind by a commit that landed meanwhile: the next try when it is due
+        if (waiting) next = Math.max(next, busyWait);
         // a seqlock: odd while the two figures are being written, so that no reader pairs
         // one checkpoint's figure with another's
         Atomics.add(report, ${REPORT_SEQ}, 1);
@@ -102,7 +142,12 @@ function look() {
         Atomics.store(report, ${REPORT_CHECKPOINTED}, row.checkpointed);
         Atomics.add(report, ${REPORT_SEQ}, 1);
       }
+    } else {
+      // commits wait, the checkpoint is not yet due: look again when it is (a look
+      // meanwhile could only see more commits, which change nothing until then)
+      next = Math.max(workerData.intervalMs, lastCheckpoint + busyWait - now);
     }
+    lastLook = now;
   } catch (e) {
     parentPort.postMessage({ error: String(e && e.message) });
   }
@@ -121,8 +166,12 @@ parentPort.on('message', (m) => {
 /** How often the worker looks for commits, unless `sqliteCheckpoint.intervalMs` says otherwise. */
 const DEFAULT_CHECKPOINT_INTERVAL_MS = 500;
 
-/** While commits keep coming, the worker checkpoints this often. */
+/** While commits keep coming, the worker checkpoints this often, at the most... */
 const BUSY_MS = 500;
+/** ...and this often at the least, when fewer than BUSY_FRAMES come meanwhile. */
+const MAX_BUSY_MS = 2_000;
+/** WAL frames (pages) a checkpoint is worth waiting for: about 4 MB. */
+const BUSY_FRAMES = 1_000;
 /** A quiet spell after which the worker checkpoints whatever waits. */
 const IDLE_MS = 1_000;
 /** Quiet, with nothing to copy: the worker looks this often (a commit waits at most this). */
@@ -140,8 +189,10 @@ const BACKSTOP_PAGES = 4_000;
  * the event loop, blocked for the copy and the fsyncs. The change log writes its own pages
  * beside the data's in every commit, so that threshold comes several times sooner than
  * without it. Here a worker thread with a second connection does the copying instead
- * (every 500 ms while commits come, and after a second without), and the main connection
- * keeps its own checkpoint further out, at 4 000 pages (about 16 MB of WAL).
+ * (every 500 ms while commits come, every 2 s when fewer than 1 000 pages come meanwhile,
+ * and a last time within 2 s of the last), and the main connection keeps its own checkpoint further
+ * out, at 4 000 pages (about 16 MB of WAL). A worker waiting 2 s meets a sudden heavy
+ * writer late: up to 2 s of its pages, past 4 000 of them the main connection's own.
  *
  * What this does not do: under a steady stream of commits the WAL is never fully copied
  * at the moment a writer starts (a commit lands while the worker copies), so SQLite does
@@ -213,6 +264,8 @@ export class SqliteCheckpointer implements OnApplicationBootstrap, OnApplication
         report: report.buffer,
         intervalMs,
         busyMs: BUSY_MS,
+        maxBusyMs: MAX_BUSY_MS,
+        busyFrames: BUSY_FRAMES,
         idleMs: IDLE_MS,
         quietMs: Math.max(QUIET_MS, intervalMs),
       },
