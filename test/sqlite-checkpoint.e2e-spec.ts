@@ -144,7 +144,7 @@ describe('SQLite checkpoints in a worker thread', () => {
     await until(() => titleInFile(fileOf(t), task.id) === title, 'the last write in the file');
   });
 
-  it('a heavy writer (about 100 WAL pages per commit, 20 commits a second) is checkpointed every 500 ms', async () => {
+  it('a heavy writer (about 150 WAL pages per commit, 20 commits a second) is checkpointed every 500 ms', async () => {
     await start();
     const checkpointer = t.app.get(SqliteCheckpointer);
     const ds = t.app.get(DataSource);
@@ -153,14 +153,37 @@ describe('SQLite checkpoints in a worker thread', () => {
     const runs = checkpointer.runs;
     const started = Date.now();
     while (Date.now() - started < 4000) {
-      await ds.query('INSERT INTO scratch (body) VALUES (randomblob(400000))');
+      await ds.query('INSERT INTO scratch (body) VALUES (randomblob(600000))');
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     const seconds = (Date.now() - started) / 1000;
-    // about 2 000 pages a second: the WAL reaches 1 000 pages within the 500 ms. After the
+    // about 3 000 pages a second: the WAL reaches 1 000 pages within the 500 ms. After the
     // quiet spell the worker looks once a second, so the first commits wait up to 1 s: 7
     // in 4 s (seen: 6), where one every 2 s would make 2 or 3
     expect(checkpointer.runs - runs).toBeGreaterThanOrEqual(Math.floor(seconds * 2) - 3);
+  });
+
+  it("a heavy writer after a trickle is checkpointed every 500 ms again, also where the main connection's own checkpoint (at 4 000 pages) restarted the WAL in between", async () => {
+    await start();
+    const checkpointer = t.app.get(SqliteCheckpointer);
+    const ds = t.app.get(DataSource);
+    await ds.query('CREATE TABLE scratch (body BLOB)');
+    // a trickle first: the worker stretches its interval to 2 s
+    for (let i = 0; i < 30; i++) {
+      await ds.query('INSERT INTO scratch (body) VALUES (randomblob(100))');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const runs = checkpointer.runs;
+    const started = Date.now();
+    while (Date.now() - started < 6000) {
+      await ds.query('INSERT INTO scratch (body) VALUES (randomblob(450000))');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    // about 2 200 pages a second: a worker that did not notice the main connection's
+    // checkpoint (at 4 000 pages, restarting the WAL) would count only the frames since,
+    // and stretch its interval again (seen: 6 checkpoints in 6 s, every run, before the
+    // worker looked at the file's mtime; 9 after)
+    expect(checkpointer.runs - runs).toBeGreaterThanOrEqual(7);
   });
 
   it('a reader that pins the WAL slows the worker to one try a second; once it ends, the rest reaches the file', async () => {
@@ -179,9 +202,15 @@ describe('SQLite checkpoints in a worker thread', () => {
       reader.prepare('SELECT count(*) FROM tasks').get();
       const r = await t.api(USERS.alice, 'PATCH', `/api/tasks/${task.id}`, { title: 'pinned' });
       expect(r.status).toBe(200);
-      // past IDLE_MS: the worker has tried, copied what it could, and found the rest pinned
-      await new Promise((resolve) => setTimeout(resolve, 2000));
-      expect(checkpointer.last!.checkpointed).toBeLessThan(checkpointer.last!.walFrames);
+      // the worker tries (within 2 s: it may have stretched its interval after the seed's
+      // checkpoint), copies what it can, and finds the rest pinned
+      await until(
+        () =>
+          checkpointer.last !== undefined &&
+          checkpointer.last.checkpointed < checkpointer.last.walFrames,
+        'a checkpoint that found the last commit pinned',
+      );
+      await new Promise((resolve) => setTimeout(resolve, 1000));
       const runs = checkpointer.runs;
       await new Promise((resolve) => setTimeout(resolve, 3000));
       // one try a second (not ten): at most 3 in 3 s, with one of slack for timing

@@ -20,7 +20,7 @@ describe('isoTime', () => {
     ];
     // a seeded walk over the whole range, so that a failure names an instant that repeats
     let x = 0x9e3779b9;
-    for (let i = 0; i < 50_000; i++) {
+    for (let i = 0; i < 20_000; i++) {
       x = (Math.imul(x ^ (x >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0;
       instants.push(Math.floor((x / 2 ** 32) * 253_402_300_800_000));
     }
@@ -32,6 +32,10 @@ describe('isoTime', () => {
       expect(isoTime(ms)).toBe(new Date(ms).toISOString());
     }
     expect(() => isoTime(Number.NaN)).toThrow(RangeError);
+    // a Date's time is whole milliseconds: fractions are dropped as new Date() drops them
+    for (const ms of [0.5, 1.5, 1e-300, 999.999, 86_399_999.9, -0.5, -1.5]) {
+      expect([ms, isoTime(ms)]).toEqual([ms, new Date(ms).toISOString()]);
+    }
     expect(() => isoDate(new Date('not a date'))).toThrow(RangeError);
   });
 

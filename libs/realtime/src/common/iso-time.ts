@@ -17,7 +17,9 @@ function pad2(n: number): string {
  * The day's part comes from a small cache, the time of day from integer arithmetic. Outside
  * 1970–9999 (and for NaN, which throws RangeError as `toISOString` does) it is V8's own.
  */
-export function isoTime(ms: number): string {
+export function isoTime(time: number): string {
+  // a Date holds whole milliseconds (new Date(1.5) is 1 ms)
+  const ms = Math.trunc(time);
   if (!(ms >= 0 && ms < YEAR_10000_MS)) return new Date(ms).toISOString();
   const day = Math.floor(ms / DAY_MS);
   let prefix = dayPrefixes.get(day);

@@ -31,9 +31,11 @@ const REPORT_SLOTS = 4;
  * lock held). While commits keep coming it checkpoints every `busyMs`, or less often, up to
  * every `maxBusyMs`, when the WAL grows slowly: from the frames the last checkpoint found
  * added since the one before it, the next is due when about `busyFrames` more have come
- * (a checkpoint costs its fsyncs and a thread switch whether it copies 8 pages or 800). A
- * checkpoint that finds the WAL restarted by someone else's (the main connection's own, at
- * 4 000 pages) or follows a quiet spell goes back to `busyMs`. While commits wait for a
+ * (a checkpoint costs its fsyncs and a thread switch whether it copies 8 pages or 800).
+ * Where that count is not known (another connection's checkpoint ran meanwhile, seen by
+ * the database file's mtime and size: the main connection's own at 4 000 pages, which may
+ * restart the WAL; or the window began after a quiet spell or at boot) the next is due in
+ * `busyMs`, and that window is measured instead. While commits wait for a
  * checkpoint not yet due it does not look (it would only see more commits). Once commits
  * stop, a last time, `idleMs` after the last one seen or when the next was due, whichever
  * is later, so that the database file itself is current. After `quietMs`
@@ -42,7 +44,8 @@ const REPORT_SLOTS = 4;
  * first commit after a quiet spell is seen at the next look and checkpointed then. A
  * checkpoint that copies nothing more than the last one while no commit comes (a reader's
  * open transaction pins the rest of the WAL) is retried every `quietMs` until the reader
- * ends; one that finds the checkpoint lock taken (`busy`) leaves everything waiting.
+ * ends; one that finds the checkpoint lock taken (`busy`) leaves everything waiting for
+ * the next due time.
  * It reports each checkpoint in shared memory (`workerData.report`, see REPORT_SEQ), not by
  * message: a message would wake the event loop, and on a virtual machine a wake-up of an
  * idle thread costs tens of microseconds of CPU. Errors, which are rare, go by message.
@@ -54,6 +57,7 @@ const REPORT_SLOTS = 4;
  */
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
+const { statSync } = require('node:fs');
 const Database = require(workerData.module);
 const db = new Database(workerData.file, { fileMustExist: true });
 const report = new Int32Array(workerData.report);
@@ -75,6 +79,21 @@ let busyWait = workerData.busyMs;
 // or the look before the first commit after a quiet spell
 let windowStart = performance.now();
 let lastLook = performance.now();
+// false until a checkpoint has measured a window of ordinary commits: the first after
+// boot or after a quiet spell (its window began with no commits) keeps busyMs
+let measured = false;
+// the database file as the worker's last checkpoint left it (mtime and size; stat opens
+// no descriptor): in WAL mode only checkpoints write it, so a change means another
+// connection's checkpoint ran, and may have restarted the WAL, since the worker's own
+function fileStamp() {
+  try {
+    const st = statSync(workerData.file, { bigint: true });
+    return st.mtimeNs + ':' + st.size;
+  } catch (e) {
+    return '';
+  }
+}
+let ownStamp = fileStamp();
 let timer;
 function look() {
   let next = workerData.intervalMs;
@@ -89,6 +108,7 @@ function look() {
       if (!waiting && now - lastCommitSeen >= workerData.idleMs) {
         busyWait = workerData.busyMs;
         windowStart = lastLook;
+        measured = false;
       }
       waiting = true;
       lastCommitSeen = now;
@@ -101,27 +121,33 @@ function look() {
       now - lastCheckpoint >= busyWait - workerData.intervalMs / 2 ||
       now - lastCommitSeen >= workerData.idleMs
     ) {
+      const foreign = fileStamp() !== ownStamp;
       const [row] = db.pragma('wal_checkpoint(PASSIVE)');
       const since = now - Math.max(lastCheckpoint, windowStart);
       lastCheckpoint = now;
       windowStart = now;
       if (row.busy !== 0) {
-        // another checkpoint held the lock (log = checkpointed = -1): nothing was copied,
-        // so it all still waits; try again at the next look
+        // another checkpoint held the lock (log = checkpointed = -1) and is copying: the
+        // rest still waits, for the next due time
         waiting = true;
       } else {
+        ownStamp = fileStamp();
         // frames added since the last checkpoint: the WAL grew from lastLog, or restarted
-        // from frame 0 after a complete one; a WAL that shrank otherwise was restarted by
-        // the main connection's own checkpoint (the backstop, under heavy writes)
+        // from frame 0 after a complete one. Not known when another connection's
+        // checkpoint ran meanwhile (the main connection's own at 4 000 pages, under heavy
+        // writes: it may have restarted the WAL, and the frames before that are not
+        // counted), when a WAL left incomplete shrank, or for a window that began quiet:
+        // then busyMs, and the next window measures again
         const grew = row.log >= lastLog && !lastComplete;
         const added = grew ? row.log - lastLog : row.log;
         busyWait =
-          !grew && !lastComplete
+          foreign || !measured || (!grew && !lastComplete)
             ? workerData.busyMs
             : Math.min(
                 workerData.maxBusyMs,
                 Math.max(workerData.busyMs, (workerData.busyFrames * since) / Math.max(added, 1)),
               );
+        measured = true;
         lastLog = row.log;
         lastComplete = row.checkpointed === row.log;
         // all copied: nothing waits until the next commit; else try again at the next look
@@ -129,12 +155,12 @@ function look() {
         // frames left and none copied since the last try, no commit meanwhile: a reader's
         // snapshot pins them, and it may stay open for long; look once per quietMs until
         // it ends rather than every intervalMs
-        if (waiting && row.checkpointed === lastCopied && now - lastCommitSeen >= workerData.idleMs) {
-          next = workerData.quietMs;
-        }
-        lastCopied = row.checkpointed;
+        const pinned =
+          waiting && row.checkpointed === lastCopied && now - lastCommitSeen >= workerData.idleMs;
+        if (pinned) next = workerData.quietMs;
         // frames left behind by a commit that landed meanwhile: the next try when it is due
-        if (waiting) next = Math.max(next, busyWait);
+        else if (waiting) next = Math.max(next, busyWait);
+        lastCopied = row.checkpointed;
         // a seqlock: odd while the two figures are being written, so that no reader pairs
         // one checkpoint's figure with another's
         Atomics.add(report, ${REPORT_SEQ}, 1);
