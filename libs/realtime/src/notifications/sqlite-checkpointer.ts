@@ -75,10 +75,6 @@ let lastCopied = -1;
 let lastLog = 0;
 let lastComplete = true;
 let busyWait = workerData.busyMs;
-// since when the frames the next checkpoint finds have been coming: the last checkpoint,
-// or the look before the first commit after a quiet spell
-let windowStart = performance.now();
-let lastLook = performance.now();
 // false until a checkpoint has measured a window of ordinary commits: the first after
 // boot or after a quiet spell (its window began with no commits) keeps busyMs
 let measured = false;
@@ -107,7 +103,6 @@ function look() {
       // rate before it says nothing of the next
       if (!waiting && now - lastCommitSeen >= workerData.idleMs) {
         busyWait = workerData.busyMs;
-        windowStart = lastLook;
         measured = false;
       }
       waiting = true;
@@ -123,9 +118,8 @@ function look() {
     ) {
       const foreign = fileStamp() !== ownStamp;
       const [row] = db.pragma('wal_checkpoint(PASSIVE)');
-      const since = now - Math.max(lastCheckpoint, windowStart);
+      const since = now - lastCheckpoint;
       lastCheckpoint = now;
-      windowStart = now;
       if (row.busy !== 0) {
         // another checkpoint held the lock (log = checkpointed = -1) and is copying: the
         // rest still waits, for the next due time
@@ -150,7 +144,7 @@ function look() {
         measured = true;
         lastLog = row.log;
         lastComplete = row.checkpointed === row.log;
-        // all copied: nothing waits until the next commit; else try again at the next look
+        // all copied: nothing waits until the next commit; else try again when due
         waiting = row.checkpointed < row.log;
         // frames left and none copied since the last try, no commit meanwhile: a reader's
         // snapshot pins them, and it may stay open for long; look once per quietMs until
@@ -173,7 +167,6 @@ function look() {
       // meanwhile could only see more commits, which change nothing until then)
       next = Math.max(workerData.intervalMs, lastCheckpoint + busyWait - now);
     }
-    lastLook = now;
   } catch (e) {
     parentPort.postMessage({ error: String(e && e.message) });
   }
