@@ -39,6 +39,7 @@ import {
   rssBytes,
   processTree,
   runTimeMs,
+  threadShares,
   threadTimesMs,
   type ThreadTimes,
   waitSumMs,
@@ -468,6 +469,9 @@ async function runScenario(
     loadgenWaitPerChangeMs: perChange((m) => waitSumMs(m.loadgen)),
     serverBusiestWaitPerChangeMs: busiestThreadWaits(marks.map((m) => m.server))?.waits,
     loadgenBusiestWaitPerChangeMs: busiestThreadWaits(marks.map((m) => m.loadgen))?.waits,
+    ...(marks.length > 1
+      ? { serverThreads: threadShares(marks[0].server, marks[marks.length - 1].server) }
+      : {}),
     stealMs: machine1.steal - machine0.steal,
     stealPerChangeMs: perChange((m) => m.steal),
     interruptCpuPct: (100 * (machine1.interrupts - machine0.interrupts)) / wallMs,

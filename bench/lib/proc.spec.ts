@@ -4,6 +4,8 @@ import {
   busiestThreadWaits,
   processTree,
   runTimeMs,
+  threadNices,
+  threadShares,
   threadTimesMs,
   waitSumMs,
   waitTimeMs,
@@ -83,5 +85,30 @@ describe('busiestThreadWaits (the waits of the thread that ran longest, per inte
     expect(busiestThreadWaits([])).toBeUndefined();
     expect(busiestThreadWaits([mark(['1/1', 0, 0])])).toBeUndefined();
     expect(busiestThreadWaits([mark(['1/1', 0, 0]), mark(['1/2', 5, 0])])).toBeUndefined();
+  });
+});
+
+(HAS_SCHEDSTAT ? describe : describe.skip)('threadShares and threadNices (this process)', () => {
+  const me = `${process.pid}/${process.pid}`;
+  const mark = (...threads: [string, number, number][]) =>
+    new Map(threads.map(([key, run, wait]) => [key, [run, wait] as [number, number]]));
+
+  it('gives each thread its run and wait between two samples, busiest first, with its name and whether it is a main thread', () => {
+    const shares = threadShares(
+      mark([me, 10, 1], ['1/999999999', 0, 0], ['1/888888888', 0, 0]),
+      mark([me, 30.004, 1.5], ['1/999999999', 50, 4], ['1/888888888', 0, 0], ['1/777', 9, 9]),
+    );
+    // '1/888888888' neither ran nor waited; '1/777' was not there at the first sample
+    expect(shares).toEqual([
+      { thread: '1/999999999', name: '?', main: false, runMs: 50, waitMs: 4 },
+      { thread: me, name: 'node', main: true, runMs: 20, waitMs: 0.5 },
+    ]);
+  });
+
+  it("reads this process's threads' nice values", () => {
+    const nices = threadNices(process.pid);
+    expect(nices.length).toBeGreaterThan(0);
+    expect(nices.every((n) => Number.isInteger(n) && n >= -20 && n <= 19)).toBe(true);
+    expect(threadNices(999_999_999)).toEqual([]);
   });
 });

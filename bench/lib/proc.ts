@@ -165,6 +165,63 @@ export function busiestThreadWaits(
   return { thread: key, waits };
 }
 
+/**
+ * From the first and last of `threadTimesMs` samples, each thread's time on a CPU and its
+ * wait for one in between, ms rounded to 0.01, busiest first: who shared the CPU with the
+ * work over a series. `main` marks a process's main thread (tid = pid); `name` is
+ * `/proc/<pid>/task/<tid>/comm` (Node 20 leaves V8's helpers and workers "node", libuv's
+ * pool "libuv-worker"). Threads not seen at both ends, or that neither ran nor waited, are
+ * left out; undefined without schedstat.
+ */
+export interface ThreadShare {
+  thread: string;
+  name: string;
+  main: boolean;
+  runMs: number;
+  waitMs: number;
+}
+
+export function threadShares(first: ThreadTimes, last: ThreadTimes): ThreadShare[] | undefined {
+  if (!HAS_SCHEDSTAT || last.size === 0) return undefined;
+  const out: ThreadShare[] = [];
+  for (const [key, [run, wait]] of last) {
+    const before = first.get(key);
+    if (before === undefined) continue;
+    const runMs = Math.round((run - before[0]) * 100) / 100;
+    const waitMs = Math.round((wait - before[1]) * 100) / 100;
+    if (runMs === 0 && waitMs === 0) continue;
+    const [pid, tid] = key.split('/');
+    let name = '?';
+    try {
+      name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+    } catch {
+      // ended meanwhile: its times still count
+    }
+    out.push({ thread: key, name, main: pid === tid, runMs, waitMs });
+  }
+  return out.sort((a, b) => b.runMs - a.runMs);
+}
+
+/** The nice value of each thread of a process (Linux /proc; empty when unreadable). */
+export function threadNices(pid: number): number[] {
+  const out: number[] = [];
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tasks) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      out.push(Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]));
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return out;
+}
+
 /** Time on a CPU of every thread of these processes, summed, in ms (schedstat). */
 function schedstatRunMs(pids: number[]): number {
   let ms = 0;

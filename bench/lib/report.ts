@@ -1,6 +1,6 @@
 /** Result types and their rendering: the console table and the markdown report. */
 import type { LatencySummary, ReadDelay } from './common';
-import type { MachineInfo } from './proc';
+import type { MachineInfo, ThreadShare } from './proc';
 import type { MemorySample } from './target';
 
 export interface ScenarioResult {
@@ -56,6 +56,8 @@ export interface ScenarioResult {
    * reports from before 2026-12-07, thirteenth.
    */
   serverBusiestWaitPerChangeMs?: number[];
+  /** paced: each server thread's run and wait over the series, busiest first (threadShares) */
+  serverThreads?: ThreadShare[];
   loadgenBusiestWaitPerChangeMs?: number[];
   /**
    * Time the hypervisor ran something else instead of this VM's CPUs, all CPUs summed, over
