@@ -46,7 +46,9 @@ export class AppModule {
           changeLog: config.changeLog,
           audit: { maxAgeMs: config.auditMaxAgeMs },
           sqliteCheckpoint:
-            config.sqliteCheckpointMs === 0 ? false : { intervalMs: config.sqliteCheckpointMs },
+            config.sqliteCheckpointMs === 0
+              ? false
+              : { intervalMs: config.sqliteCheckpointMs, nice: config.backgroundThreadNice },
           limits: Object.fromEntries(
             Object.entries(config.limits).filter(([, v]) => v !== undefined),
           ),

@@ -1,4 +1,5 @@
 import 'reflect-metadata';
+import { lowerStartupThreads } from '@app/realtime';
 import { ConfigError, loadConfig } from './config/app.config';
 import { startApp } from './app.factory';
 
@@ -13,6 +14,8 @@ async function main(): Promise<void> {
     }
     throw e;
   }
+  // V8's compiler and GC helper threads yield the core to the event loop (Linux)
+  lowerStartupThreads(config.backgroundThreadNice);
   await startApp(config);
 }
 

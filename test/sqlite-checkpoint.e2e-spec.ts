@@ -3,7 +3,7 @@ import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { DataSource } from 'typeorm';
-import { SqliteCheckpointer } from '@app/realtime';
+import { SqliteCheckpointer, threadNice } from '@app/realtime';
 import { seedTask, startTestApp, TestApp, USERS } from './utils/app';
 import { WsClient } from './utils/ws-client';
 
@@ -233,6 +233,25 @@ describe('SQLite checkpoints in a worker thread', () => {
         checkpointer.last!.checkpointed === checkpointer.last!.walFrames,
       'the pinned write in the file once the reader ended',
     );
+  });
+
+  it("the worker yields the core to the event loop: on Linux its thread runs at nice 19 (BACKGROUND_THREAD_NICE; 0 leaves it at the process's), the event loop's thread keeps its own", async () => {
+    const own = threadNice(process.pid);
+    await start();
+    const checkpointer = t.app.get(SqliteCheckpointer);
+    if (process.platform !== 'linux') {
+      expect(checkpointer.threadId).toBe(0);
+      return;
+    }
+    await until(() => checkpointer.threadId !== 0, 'the worker to tell its thread id');
+    expect(checkpointer.threadId).not.toBe(process.pid);
+    expect(threadNice(checkpointer.threadId)).toBe(19);
+    expect(threadNice(process.pid)).toBe(own);
+    await open?.close();
+    await start({ BACKGROUND_THREAD_NICE: '0' });
+    const plain = t.app.get(SqliteCheckpointer);
+    await until(() => plain.threadId !== 0, 'the second worker to tell its thread id');
+    expect(threadNice(plain.threadId)).toBe(own);
   });
 
   it("SQLITE_CHECKPOINT_MS=0: no worker; SQLite's own checkpoint every 1 000 pages, so 30 writes stay in the WAL", async () => {

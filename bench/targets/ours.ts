@@ -32,7 +32,7 @@ import { sign } from 'jsonwebtoken';
 import WebSocket from 'ws';
 import { loadConfig } from '../../src/config/app.config';
 import { marker } from '../lib/common';
-import { rssBytes } from '../lib/proc';
+import { rssBytes, threadNices } from '../lib/proc';
 import { freePort, http, ManagedProcess, runToCompletion, waitUntil } from '../lib/process';
 import type { MemorySample, RunningTarget, SuiteContext, Target } from '../lib/target';
 
@@ -299,6 +299,13 @@ export const oursTarget: Target = {
         : /native frame writer not built or not loaded/.test(proc.output())
           ? 'fan-out writes: one fs.writeSync per socket (the native frame writer is not built or did not load)'
           : 'fan-out writes: the native frame writer (one call per batch of sockets)',
+    );
+    // V8's helper threads and the checkpoint worker yield the core (BACKGROUND_THREAD_NICE)
+    const nices = threadNices(proc.pid);
+    const lowered = nices.filter((v) => v > 0);
+    notes.push(
+      `threads at a nice value above 0: ${lowered.length} of ${nices.length}` +
+        (lowered.length > 0 ? ` (${[...new Set(lowered)].join(', ')})` : ''),
     );
     const unset = unsetLimitVars(ctx.root, env);
     if (unset.length > 0) {

@@ -16,6 +16,7 @@ describe('loadConfig', () => {
     expect(config.databaseUrl).toBeUndefined();
     expect(config.demoUsers).toBe(true);
     expect(config.nativeWrites).toBe(true);
+    expect(config.backgroundThreadNice).toBe(19);
     expect(config.httpAdapter).toBe('fastify');
     expect(config.jwt.secret).toHaveLength(64);
     expect(readFileSync(join(dir, 'jwt-secret'), 'utf8')).toBe(config.jwt.secret);
@@ -42,6 +43,8 @@ describe('loadConfig', () => {
     ['HEARTBEAT_INTERVAL_MS', '5'],
     ['SQLITE_CHECKPOINT_MS', 'often'],
     ['SQLITE_CHECKPOINT_MS', '-1'],
+    ['BACKGROUND_THREAD_NICE', '20'],
+    ['BACKGROUND_THREAD_NICE', 'low'],
     ['CHANGE_LOG_PREPARED', 'maybe'],
     ['AUDIT_MAX_AGE_MS', 'a year'],
     ['AUDIT_MAX_AGE_MS', '1000'],
@@ -69,8 +72,10 @@ describe('loadConfig', () => {
       SQLITE_CHECKPOINT_MS: '0',
       NATIVE_WRITES: 'off',
       AUDIT_MAX_AGE_MS: '86400000',
+      BACKGROUND_THREAD_NICE: '0',
     });
     expect(config).toMatchObject({
+      backgroundThreadNice: 0,
       auditMaxAgeMs: 86_400_000,
       sqliteCheckpointMs: 0,
       nativeWrites: false,

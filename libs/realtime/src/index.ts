@@ -28,6 +28,7 @@ export { ChangeLogService } from './notifications/change-log.service';
 export { ChangeFeedService } from './notifications/change-feed.service';
 export { CollectionRegistry } from './notifications/collection-registry';
 export { SqliteCheckpointer } from './notifications/sqlite-checkpointer';
+export { lowerStartupThreads, threadNice } from './common/thread-priority';
 export type { CheckpointReport } from './notifications/sqlite-checkpointer';
 export { TransactionRunner } from './notifications/transaction-runner';
 export { EntityWriter, StaleEntityError } from './notifications/entity-writer';

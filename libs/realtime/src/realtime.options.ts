@@ -120,9 +120,19 @@ export interface RealtimeModuleOptions {
    * which looks every `intervalMs` (once a second after a quiet second with nothing to
    * copy), instead of inside a COMMIT on the event loop (SqliteCheckpointer). `false`:
    * SQLite's own in-line checkpoints. Ignored elsewhere.
-   * @default { intervalMs: 500 }
+   * @default { intervalMs: 500, nice: 19 }
    */
-  sqliteCheckpoint?: false | { intervalMs?: number };
+  sqliteCheckpoint?:
+    | false
+    | {
+        intervalMs?: number;
+        /**
+         * The worker thread's nice value (Linux: 0 to 19; 0 leaves it at the process's): at
+         * 19 it takes the core only when the event loop does not want it.
+         * @default 19
+         */
+        nice?: number;
+      };
   audit?: {
     /** how long a recorded entry may wait for its batch (no timer runs while none waits) @default 1000 */
     flushIntervalMs?: number;

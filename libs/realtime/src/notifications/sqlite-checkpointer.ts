@@ -5,6 +5,7 @@ import { Worker } from 'node:worker_threads';
 import { InjectRealtimeOptions } from '../realtime.module-definition';
 import type { RealtimeModuleOptions } from '../realtime.options';
 import { sqliteHandle } from '../common/sqlite-handle';
+import { LOWER_OWN_PRIORITY_SOURCE } from '../common/thread-priority';
 
 /** What the worker reports after each checkpoint it runs. */
 export interface CheckpointReport {
@@ -17,13 +18,14 @@ export interface CheckpointReport {
 /**
  * The worker's report, an Int32Array on shared memory: [REPORT_SEQ] twice the checkpoints
  * it ran (odd while it writes the next report), then that checkpoint's CheckpointReport,
- * then how many times it has looked for commits.
+ * then how many times it has looked for commits, then its thread's id (Linux; 0 elsewhere).
  */
 const REPORT_SEQ = 0;
 const REPORT_WAL_FRAMES = 1;
 const REPORT_CHECKPOINTED = 2;
 const REPORT_LOOKS = 3;
-const REPORT_SLOTS = 4;
+const REPORT_TID = 4;
+const REPORT_SLOTS = 5;
 
 /**
  * The worker: its own connection to the same file. Every `intervalMs` it asks
@@ -57,10 +59,12 @@ const REPORT_SLOTS = 4;
  */
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
+${LOWER_OWN_PRIORITY_SOURCE}
 const { statSync } = require('node:fs');
 const Database = require(workerData.module);
 const db = new Database(workerData.file, { fileMustExist: true });
 const report = new Int32Array(workerData.report);
+Atomics.store(report, ${REPORT_TID}, ownTid);
 const dataVersion = db.prepare('PRAGMA data_version').pluck();
 let version = dataVersion.get();
 // commits that landed before this first look (the app starts writing while the worker
@@ -196,6 +200,12 @@ const IDLE_MS = 1_000;
 /** Quiet, with nothing to copy: the worker looks this often (a commit waits at most this). */
 const QUIET_MS = 1_000;
 
+/**
+ * The worker's nice value, unless `sqliteCheckpoint.nice` says otherwise: it yields the
+ * core to the event loop (common/thread-priority.ts).
+ */
+const DEFAULT_NICE = 19;
+
 /** The main connection's own checkpoint, kept as a backstop: every 4 000 WAL pages. */
 const BACKSTOP_PAGES = 4_000;
 
@@ -247,6 +257,11 @@ export class SqliteCheckpointer implements OnApplicationBootstrap, OnApplication
     return this.report ? Atomics.load(this.report, REPORT_LOOKS) : 0;
   }
 
+  /** The worker thread's id (Linux, once it has started; 0 before, or elsewhere). */
+  get threadId(): number {
+    return this.report ? Atomics.load(this.report, REPORT_TID) : 0;
+  }
+
   /** The worker's report of its last checkpoint, if it ran one. */
   get last(): CheckpointReport | undefined {
     const report = this.report;
@@ -287,6 +302,7 @@ export class SqliteCheckpointer implements OnApplicationBootstrap, OnApplication
         busyFrames: BUSY_FRAMES,
         idleMs: IDLE_MS,
         quietMs: Math.max(QUIET_MS, intervalMs),
+        nice: Math.min(19, Math.max(0, Math.trunc(setting.nice ?? DEFAULT_NICE))),
       },
     });
     worker.unref();
