@@ -13,7 +13,8 @@
  * (`perf record -g` of the server during that scenario, into bench/results/perf-*.data;
  * BENCH_PERF_PROCESS=loadgen records the load generator instead),
  * BENCH_PACED_CHANGES (length of the paced series), BENCH_WARM_PUBLISHES (publishes before
- * anyone subscribes, in blocks of 500; quick: 10), BENCH_WARM_CHANGES (paced changes to the
+ * the N clients subscribe, in blocks of 500; quick: 10), BENCH_WARM_SUBSCRIBERS (clients
+ * subscribed through the first 80 % of those, default 10, 0: none; quick: 2), BENCH_WARM_CHANGES (paced changes to the
  * subscribers before the scenarios, default 10; quick: 3), BENCH_FANOUT_ONLY=1 (no routing and
  * write-path child benches), BENCH_PIN=0 (no CPU pinning of server and load generator: lib/cpus.ts),
  * BENCH_LOADGEN_READER=native|js|ws (how the load generator reads subscribed clients' frames:
@@ -159,6 +160,12 @@ if (pacedChangesSet !== undefined) {
   CONFIG.paced.fewer = pacedChangesSet;
 }
 /** The length of the paced series at N. */
+/** Subscribers through the publish warm-up (runFanout), closed before any measurement. */
+const WARM_SUBSCRIBERS =
+  process.env.BENCH_WARM_SUBSCRIBERS === '0'
+    ? 0
+    : (envCount('BENCH_WARM_SUBSCRIBERS') ?? (QUICK ? 2 : 10));
+
 function pacedChanges(n: number): number {
   return n >= CONFIG.paced.fewerFromN ? CONFIG.paced.fewer : CONFIG.paced.changes;
 }
@@ -532,6 +539,7 @@ async function runFanout(
   const rt = await target.start(ctx);
   for (const note of rt.notes) if (!notes.includes(note)) notes.push(note);
   let lg: Loadgen | null = null;
+  let warmLg: Loadgen | null = null;
   try {
     const warmChanges = CONFIG.warmChanges;
     const prepared = warmChanges + CONFIG.burst + CONFIG.paced.lead + pacedChanges(n);
@@ -546,13 +554,45 @@ async function runFanout(
     // The last 20 % give the publish path's own CPU cost, which a paced change pays once
     // whatever N is (ours: REST, validation, the transaction, capture; the peers:
     // receiving the POST).
-    progress(`${what} warmup`, `${what}: ${CONFIG.warmPublishes} publishes, no subscribers`);
+    // A few subscribers through that warm-up's first 80 % (BENCH_WARM_SUBSCRIBERS, default
+    // 10; 0: none, as until 2026-12-07, eighteenth), in a load generator of their own,
+    // closed before anything is measured: the code a server runs once per change to deliver it (ours:
+    // routing, serialization, framing, the write loop's set-up) is then optimized as in a
+    // server that has delivered for minutes. Without them it ran a few dozen times before
+    // the paced series, and V8 was still compiling it through the series (ours at N = 10
+    // over 600 paced changes: its compiler threads 0.5 ms per change, about 90 functions
+    // optimized after the clients connected; docs/performance.md). Same for every target.
+    if (WARM_SUBSCRIBERS > 0) {
+      progress(`${what} warm clients`, `${what}: ${WARM_SUBSCRIBERS} warm-up subscribers`);
+      warmLg = await Loadgen.start(BUILD, () => undefined);
+      const warmConn = await warmLg.connect(
+        rt.client,
+        WARM_SUBSCRIBERS,
+        CONFIG.concurrency,
+        bounded(CONFIG.connectTimeoutMs),
+      );
+      if (warmConn.connected === 0) {
+        throw new Error(`no warm-up subscriber connected: ${warmConn.errors.join('; ')}`);
+      }
+    }
+    progress(
+      `${what} warmup`,
+      `${what}: ${CONFIG.warmPublishes} publishes, ${WARM_SUBSCRIBERS || 'no'} subscribers`,
+    );
     const timed = Math.ceil(CONFIG.warmPublishes * 0.2);
     let cpu0 = 0;
     let block0 = runTimeMs(rt.pid);
     run.warmupCurveUs = [];
     for (let i = 0; i < CONFIG.warmPublishes; i++) {
-      if (i === CONFIG.warmPublishes - timed) cpu0 = runTimeMs(rt.pid);
+      if (i === CONFIG.warmPublishes - timed) {
+        // the timed publishes reach nobody ("publish CPU µs, 0 subs")
+        if (warmLg) {
+          await warmLg.close();
+          warmLg = null;
+          await sleep(300); // the closes handled
+        }
+        cpu0 = runTimeMs(rt.pid);
+      }
       await rt.publish(i % prepared);
       if ((i + 1) % CONFIG.warmBlock === 0) {
         const now = runTimeMs(rt.pid);
@@ -672,6 +712,7 @@ async function runFanout(
   } finally {
     progress(`${what} stop`, `${what}: stopping`);
     await lg?.close().catch(() => undefined);
+    await warmLg?.close().catch(() => undefined);
     await rt.stop();
   }
   endProgress();
