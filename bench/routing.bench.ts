@@ -7,7 +7,7 @@
  *
  *   node -r ts-node/register/transpile-only -r tsconfig-paths/register bench/routing.bench.ts
  *
- * Env: ROUTING_CHANGES (changes per timed run, default 600 000), ROUTING_RUNS (timed runs
+ * Env: ROUTING_CHANGES (changes per timed run, default 1 000 000), ROUTING_RUNS (timed runs
  * per size, taken in turns; default 15). The ratio is the median run's; the best run's is
  * printed beside it. On a VM whose neighbours slow whole seconds (seen here: runs of one
  * size in one process from 433 to 920 ns), more and shorter runs keep the median out of
@@ -25,7 +25,7 @@ import {
 import { SubscriptionIndex } from '@app/realtime/subscriptions/subscription-index';
 import type { CollectionSchema, Doc, Query } from '@app/realtime/realtime.types';
 
-const CHANGES = Number(process.env.ROUTING_CHANGES ?? 600_000);
+const CHANGES = Number(process.env.ROUTING_CHANGES ?? 1_000_000);
 const RUNS = Number(process.env.ROUTING_RUNS ?? 15);
 const SIZES = [0, 1_000, 100_000];
 
