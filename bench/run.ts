@@ -296,11 +296,14 @@ function checkFdLimits(warnings: string[]): number {
 
 /**
  * Waits (bounded) until processes other than ours use less than BACKGROUND_WARN_PCT of a
- * core, sampled over 500 ms (on a shared machine, a build or a test run next door would
- * otherwise be measured as well), and the server (`pids[0]`) has used less than
+ * core, sampled over QUIET_SAMPLE_MS (on a shared machine, a build or a test run next door
+ * would otherwise be measured as well), and the server (`pids[0]`) has used less than
  * SERVER_IDLE_PCT over the last two samples. Returns the last sample of the others.
  */
 let quietBudgetMs = CONFIG.quietBudgetMs;
+// 300 ms since 2026-12-07, eighteenth (500 before): about 50 waits of two samples at least
+// per suite, and the suite had run past its budget twice (its write-path bench cut short)
+const QUIET_SAMPLE_MS = 300;
 
 async function waitForQuiet(pids: number[], what: string, floorMs = 0): Promise<number> {
   const started = Date.now();
@@ -315,13 +318,13 @@ async function waitForQuiet(pids: number[], what: string, floorMs = 0): Promise<
     const m0 = machineCpuMs();
     const own0 = pids.map((pid) => cpuMs(pid));
     const self0 = process.cpuUsage();
-    await sleep(500);
+    await sleep(QUIET_SAMPLE_MS);
     const self = process.cpuUsage(self0);
     const ownEach = pids.map((pid, i) => cpuMs(pid) - own0[i]);
     const own = ownEach.reduce((sum, ms) => sum + ms, 0);
     const other = machineCpuMs().busy - m0.busy - own - (self.user + self.system) / 1000;
-    const pct = Math.max(0, other) / 5;
-    const serverPct = ownEach[0] / 5;
+    const pct = (100 * Math.max(0, other)) / QUIET_SAMPLE_MS;
+    const serverPct = (100 * ownEach[0]) / QUIET_SAMPLE_MS;
     serverIdleSamples = serverPct <= SERVER_IDLE_PCT ? serverIdleSamples + 1 : 0;
     if ((pct <= BACKGROUND_WARN_PCT && serverIdleSamples >= 2) || Date.now() >= until) {
       quietBudgetMs -= Date.now() - started;
