@@ -48,7 +48,7 @@ export class AppModule {
           sqliteCheckpoint:
             config.sqliteCheckpointMs === 0
               ? false
-              : { intervalMs: config.sqliteCheckpointMs, nice: config.backgroundThreadNice },
+              : { intervalMs: config.sqliteCheckpointMs, nice: config.sqliteCheckpointNice },
           limits: Object.fromEntries(
             Object.entries(config.limits).filter(([, v]) => v !== undefined),
           ),

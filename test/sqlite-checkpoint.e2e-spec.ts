@@ -235,9 +235,9 @@ describe('SQLite checkpoints in a worker thread', () => {
     );
   });
 
-  it("the worker yields the core to the event loop: on Linux its thread runs at nice 19 (BACKGROUND_THREAD_NICE; 0 leaves it at the process's), the event loop's thread keeps its own", async () => {
+  it("SQLITE_CHECKPOINT_NICE=19: on Linux the worker's thread runs at nice 19 and yields the core to the event loop, whose thread keeps its own; by default it runs at the process's", async () => {
     const own = threadNice(process.pid);
-    await start();
+    await start({ SQLITE_CHECKPOINT_NICE: '19' });
     const checkpointer = t.app.get(SqliteCheckpointer);
     if (process.platform !== 'linux') {
       expect(checkpointer.threadId).toBe(0);
@@ -248,7 +248,7 @@ describe('SQLite checkpoints in a worker thread', () => {
     expect(threadNice(checkpointer.threadId)).toBe(19);
     expect(threadNice(process.pid)).toBe(own);
     await open?.close();
-    await start({ BACKGROUND_THREAD_NICE: '0' });
+    await start();
     const plain = t.app.get(SqliteCheckpointer);
     await until(() => plain.threadId !== 0, 'the second worker to tell its thread id');
     expect(threadNice(plain.threadId)).toBe(own);

@@ -17,6 +17,7 @@ describe('loadConfig', () => {
     expect(config.demoUsers).toBe(true);
     expect(config.nativeWrites).toBe(true);
     expect(config.backgroundThreadNice).toBe(19);
+    expect(config.sqliteCheckpointNice).toBe(0);
     expect(config.httpAdapter).toBe('fastify');
     expect(config.jwt.secret).toHaveLength(64);
     expect(readFileSync(join(dir, 'jwt-secret'), 'utf8')).toBe(config.jwt.secret);
@@ -45,6 +46,7 @@ describe('loadConfig', () => {
     ['SQLITE_CHECKPOINT_MS', '-1'],
     ['BACKGROUND_THREAD_NICE', '20'],
     ['BACKGROUND_THREAD_NICE', 'low'],
+    ['SQLITE_CHECKPOINT_NICE', '-1'],
     ['CHANGE_LOG_PREPARED', 'maybe'],
     ['AUDIT_MAX_AGE_MS', 'a year'],
     ['AUDIT_MAX_AGE_MS', '1000'],

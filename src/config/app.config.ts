@@ -56,6 +56,7 @@ const EnvSchema = z.object({
   AUDIT_MAX_AGE_MS: int(60_000, 100 * 365 * 24 * 3600 * 1000).optional(),
   SQLITE_CHECKPOINT_MS: int(0, 3_600_000).optional(),
   BACKGROUND_THREAD_NICE: int(0, 19).default('19'),
+  SQLITE_CHECKPOINT_NICE: int(0, 19).default('0'),
   NATIVE_WRITES: bool.default('true'),
   LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug', 'verbose']).default('log'),
 });
@@ -99,8 +100,10 @@ export interface AppConfig {
    * default, 500); 0: SQLite's in-line ones
    */
   sqliteCheckpointMs?: number;
-  /** nice value of the threads beside the event loop (V8's helpers, the checkpoint worker; Linux) */
+  /** nice value of V8's helper threads (Linux) */
   backgroundThreadNice: number;
+  /** nice value of the SQLite checkpoint worker (Linux) */
+  sqliteCheckpointNice: number;
   /** fan-out through the native frame writer when it is built (RealtimeModuleOptions) */
   nativeWrites: boolean;
   logLevel: string;
@@ -168,6 +171,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     auditMaxAgeMs: e.AUDIT_MAX_AGE_MS,
     sqliteCheckpointMs: e.SQLITE_CHECKPOINT_MS,
     backgroundThreadNice: e.BACKGROUND_THREAD_NICE,
+    sqliteCheckpointNice: e.SQLITE_CHECKPOINT_NICE,
     nativeWrites: e.NATIVE_WRITES,
     logLevel: e.LOG_LEVEL,
   };

@@ -120,7 +120,7 @@ export interface RealtimeModuleOptions {
    * which looks every `intervalMs` (once a second after a quiet second with nothing to
    * copy), instead of inside a COMMIT on the event loop (SqliteCheckpointer). `false`:
    * SQLite's own in-line checkpoints. Ignored elsewhere.
-   * @default { intervalMs: 500, nice: 19 }
+   * @default { intervalMs: 500, nice: 0 }
    */
   sqliteCheckpoint?:
     | false
@@ -128,8 +128,9 @@ export interface RealtimeModuleOptions {
         intervalMs?: number;
         /**
          * The worker thread's nice value (Linux: 0 to 19; 0 leaves it at the process's): at
-         * 19 it takes the core only when the event loop does not want it.
-         * @default 19
+         * 19 it takes the core only when the event loop does not want it, and under a heavy
+         * writer on one busy core it may then fall behind.
+         * @default 0
          */
         nice?: number;
       };
