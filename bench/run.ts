@@ -14,8 +14,9 @@
  * BENCH_PERF_PROCESS=loadgen records the load generator instead),
  * BENCH_PACED_CHANGES (length of the paced series), BENCH_WARM_PUBLISHES (publishes before
  * the N clients subscribe, in blocks of 500; quick: 10), BENCH_WARM_SUBSCRIBERS (clients
- * subscribed through the first 80 % of those at the first N, default 10, 0: none; quick: 2), BENCH_WARM_CHANGES (paced changes to the
- * subscribers before the scenarios, default 10; quick: 3), BENCH_FANOUT_ONLY=1 (no routing and
+ * subscribed through the first 80 % of those at the first N, default 10, 0: none; quick:
+ * 2), BENCH_WARM_CHANGES (paced changes to the subscribers before the scenarios, default
+ * 10; quick: 3), BENCH_FANOUT_ONLY=1 (no routing and
  * write-path child benches), BENCH_PIN=0 (no CPU pinning of server and load generator: lib/cpus.ts),
  * BENCH_LOADGEN_READER=native|js|ws (how the load generator reads subscribed clients' frames:
  * in C, the default, by a JavaScript FrameReader, or through ws's Receiver: loadgen.ts),
@@ -159,13 +160,13 @@ if (pacedChangesSet !== undefined) {
   CONFIG.paced.changes = pacedChangesSet;
   CONFIG.paced.fewer = pacedChangesSet;
 }
-/** The length of the paced series at N. */
 /** Subscribers through the publish warm-up (runFanout), closed before any measurement. */
 const WARM_SUBSCRIBERS =
   process.env.BENCH_WARM_SUBSCRIBERS === '0'
     ? 0
     : (envCount('BENCH_WARM_SUBSCRIBERS') ?? (QUICK ? 2 : 10));
 
+/** The length of the paced series at N. */
 function pacedChanges(n: number): number {
   return n >= CONFIG.paced.fewerFromN ? CONFIG.paced.fewer : CONFIG.paced.changes;
 }
@@ -567,9 +568,10 @@ async function runFanout(
     // A few subscribers through that warm-up's first 80 % (BENCH_WARM_SUBSCRIBERS, default
     // 10; 0: none, as until 2026-12-07, eighteenth), in a load generator of their own,
     // closed before anything is measured, at each target's first N (where a change's fixed
-    // costs weigh most per delivery; at every N they took 17 s of the suite's ten minutes): the code a server runs once per change to deliver it (ours:
-    // routing, serialization, framing, the write loop's set-up) is then optimized as in a
-    // server that has delivered for minutes. Without them it ran a few dozen times before
+    // costs weigh most per delivery; at every N they took 17 s of the suite's ten minutes):
+    // the code a server runs once per change to deliver it (ours: routing, serialization,
+    // framing, the write loop's set-up) is then optimized as in a server that has delivered
+    // for minutes. Without them it ran a few dozen times before
     // the paced series, and V8 was still compiling it through the series (ours at N = 10
     // over 600 paced changes: its compiler threads 0.5 ms per change, about 90 functions
     // optimized after the clients connected; docs/performance.md). Same for every target.

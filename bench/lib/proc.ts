@@ -22,16 +22,25 @@ interface StatLine {
   ticks: number;
 }
 
-function readStat(pid: number): StatLine | null {
+/**
+ * A `stat` file (`/proc/<pid>/stat`, `/proc/<pid>/task/<tid>/stat`) read and split after the
+ * command name, which is in parentheses and may contain spaces: [0] is field 3 (state).
+ * Null when the process or thread has ended.
+ */
+function statFields(path: string): string[] | null {
   let text: string;
   try {
-    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    text = readFileSync(path, 'utf8');
   } catch {
     return null;
   }
-  // The command name is in parentheses and may contain spaces: split after the last ')'.
-  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  // fields[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
+  return text.slice(text.lastIndexOf(')') + 2).split(' ');
+}
+
+function readStat(pid: number): StatLine | null {
+  const fields = statFields(`/proc/${pid}/stat`);
+  if (!fields) return null;
+  // ppid is field 4, utime 14, stime 15.
   return { ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) };
 }
 
@@ -212,12 +221,8 @@ export function threadNices(pid: number): number[] {
     return out;
   }
   for (const tid of tasks) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      out.push(Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]));
-    } catch {
-      // the thread ended meanwhile
-    }
+    const fields = statFields(`/proc/${pid}/task/${tid}/stat`);
+    if (fields) out.push(Number(fields[16])); // field 19 (a thread that ended is left out)
   }
   return out;
 }

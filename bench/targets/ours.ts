@@ -300,7 +300,8 @@ export const oursTarget: Target = {
           ? 'fan-out writes: one fs.writeSync per socket (the native frame writer is not built or did not load)'
           : 'fan-out writes: the native frame writer (one call per batch of sockets)',
     );
-    // V8's helper threads and the checkpoint worker yield the core (BACKGROUND_THREAD_NICE)
+    // V8's helper threads yield the core (BACKGROUND_THREAD_NICE; the checkpoint worker only
+    // with SQLITE_CHECKPOINT_NICE)
     const nices = threadNices(proc.pid);
     const lowered = nices.filter((v) => v > 0);
     notes.push(

@@ -7,7 +7,7 @@ import { setPriority } from 'node:os';
  * A Node server has one thread that serves (the event loop) and others that help it: V8's
  * platform workers (4 in Node 20, whatever the CPU count), which run its optimizing
  * compiler and the concurrent and parallel parts of its garbage collector, and our SQLite
- * checkpoint worker. Where the process has one core to itself (a container with one CPU,
+ * checkpoint worker (which lowers itself only when asked: `sqliteCheckpoint.nice`). Where the process has one core to itself (a container with one CPU,
  * a process pinned to one), a helper that becomes runnable takes the core from the event
  * loop for a scheduler slice, in the middle of a fan-out: measured here at N = 1 000 over
  * 100 paced changes, the event loop waited 49–67 ms for its core, 40 ms of it behind V8's
@@ -33,16 +33,23 @@ const PER_THREAD = process.platform === 'linux';
  */
 const STARTUP_TICKS = 5;
 
-/** Field 22 of /proc/<pid>/task/<tid>/stat (start time, ticks), or undefined. */
-function startTicks(tid: string): number | undefined {
+/**
+ * The fields of /proc/self/task/<tid>/stat after the command name (which may itself hold
+ * spaces and parentheses): [0] is field 3; undefined when the thread has ended.
+ */
+function statFields(tid: string | number): string[] | undefined {
   try {
     const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-    // fields after the command name, which may itself hold spaces and parentheses
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(rest[19]); // field 22 is the 20th after the name
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   } catch {
-    return undefined; // ended meanwhile
+    return undefined;
   }
+}
+
+/** Field 22 of a thread's stat (start time, ticks), or undefined. */
+function startTicks(tid: string): number | undefined {
+  const fields = statFields(tid);
+  return fields && Number(fields[19]);
 }
 
 /**
@@ -98,10 +105,6 @@ if (process.platform === 'linux') {
 /** A thread's nice value (Linux; undefined elsewhere or when it has ended). */
 export function threadNice(tid: number): number | undefined {
   if (!PER_THREAD) return undefined;
-  try {
-    const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]); // field 19
-  } catch {
-    return undefined;
-  }
+  const fields = statFields(tid);
+  return fields && Number(fields[16]); // field 19
 }
