@@ -151,7 +151,16 @@ export async function freePort(): Promise<number> {
   throw new Error(`no free port between ${floor} and ${low - 1}`);
 }
 
-const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+/**
+ * `timeout` makes Node's agent honour the server's `Keep-Alive: timeout=N` hint: an idle
+ * socket is closed by this side one second before the server would close it (without a
+ * `timeout` of its own, Node 20's agent ignores the hint and keeps idle sockets until the
+ * server's close arrives, which may cross a request sent on them: "socket hang up").
+ * A request's own `setTimeout` replaces it while the request is in flight.
+ */
+const agent = new Agent({ keepAlive: true, maxSockets: 64, timeout: 60_000 });
+/** For the one retry of a request whose reused socket was reset: a new connection. */
+const freshAgent = new Agent({ keepAlive: false });
 
 /**
  * Leaves `count` idle keep-alive connections to `base` in the agent, so that `count`
@@ -171,7 +180,8 @@ export interface HttpResponse {
 /**
  * One HTTP request over a keep-alive agent; rejects on network errors and after timeoutMs.
  * A request that fails with ECONNRESET on a reused socket (the server closed it as idle
- * just as it was reused) is sent once more on a new one, as the Node docs advise.
+ * just as it was reused) is sent once more on a new connection, as the Node docs advise
+ * (not on another pooled socket, which may be as old as the first).
  */
 export async function http(
   method: string,
@@ -182,7 +192,7 @@ export async function http(
     return await httpOnce(method, url, opts);
   } catch (err) {
     if ((err as { reusedSocket?: boolean }).reusedSocket !== true) throw err;
-    return httpOnce(method, url, opts);
+    return httpOnce(method, url, opts, freshAgent);
   }
 }
 
@@ -190,6 +200,7 @@ function httpOnce(
   method: string,
   url: string,
   opts: { body?: string; headers?: Record<string, string>; timeoutMs?: number },
+  via: Agent = agent,
 ): Promise<HttpResponse> {
   return new Promise((resolve, reject) => {
     const headers: Record<string, string | number> = { ...opts.headers };
@@ -197,7 +208,7 @@ function httpOnce(
       headers['content-length'] = Buffer.byteLength(opts.body);
       headers['content-type'] ??= 'application/json';
     }
-    const req = request(url, { method, headers, agent }, (res) => {
+    const req = request(url, { method, headers, agent: via }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () =>
