@@ -48,6 +48,7 @@ import {
   waitTimeMs,
   waitTimeMsOf,
 } from './lib/proc';
+import { childSettings } from './lib/budget';
 import { pinSuite } from './lib/cpus';
 import { openConnections, runToCompletion, WANTED_FD_LIMIT } from './lib/process';
 import {
@@ -746,7 +747,11 @@ async function runFanout(
 /** The child benches' own settings in quick mode (routing.bench.ts, write-path.bench.ts). */
 const QUICK_CHILD_ENV = { ROUTING_CHANGES: '200000', ROUTING_RUNS: '5', WRITE_BENCH_MS: '500' };
 
-async function runChildBench(name: string, file: string): Promise<ChildBench> {
+async function runChildBench(
+  name: string,
+  file: string,
+  shorter: Record<string, string> = {},
+): Promise<ChildBench> {
   const rel = `bench/${file}`;
   if (!existsSync(join(ROOT, rel))) {
     log(`${name}: ${rel} does not exist: not yet measured`);
@@ -765,14 +770,20 @@ async function runChildBench(name: string, file: string): Promise<ChildBench> {
       cwd: ROOT,
       // quick: shorter measurements, so that both children finish inside the smoke run's
       // bound (with their full defaults the write path was cut off); set ones win
-      env: QUICK ? { ...QUICK_CHILD_ENV, ...process.env } : process.env,
+      env: QUICK ? { ...QUICK_CHILD_ENV, ...process.env } : { ...process.env, ...shorter },
       timeoutMs,
       onLine: (line) => log(`  ${name} | ${line}`),
     },
   );
   const status = res.timedOut ? 'timeout' : res.code === 0 ? 'ok' : 'failed';
   if (status !== 'ok') log(`${name}: ${status} (exit ${res.code})`);
-  return { name, file: rel, status, elapsedMs: res.elapsedMs, output: res.output };
+  const shortened =
+    !QUICK && Object.keys(shorter).length > 0
+      ? Object.entries(shorter)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(' ')
+      : undefined;
+  return { name, file: rel, status, elapsedMs: res.elapsedMs, output: res.output, shortened };
 }
 
 function ratios(targets: TargetResult[]): Ratio[] {
@@ -906,8 +917,16 @@ async function main(): Promise<void> {
     }
   }
 
-  const routing = await runChildBench('routing', 'routing.bench.ts');
-  const writePath = await runChildBench('write path', 'write-path.bench.ts');
+  const fit = QUICK
+    ? { routing: {}, writePath: {}, scale: 1 }
+    : childSettings(remainingMs(deadline), process.env);
+  if (fit.scale < 1) {
+    const w = `routing and write path shortened to fit the suite's budget (${Math.round(remainingMs(deadline) / 1000)} s left): ${JSON.stringify({ ...fit.routing, ...fit.writePath })}`;
+    warnings.push(w);
+    log(w);
+  }
+  const routing = await runChildBench('routing', 'routing.bench.ts', fit.routing);
+  const writePath = await runChildBench('write path', 'write-path.bench.ts', fit.writePath);
 
   const results: Results = {
     format: 1,

@@ -126,6 +126,8 @@ export interface ChildBench {
   status: 'ok' | 'absent' | 'skipped' | 'failed' | 'timeout';
   elapsedMs: number;
   output: string;
+  /** Set when the suite gave it shorter settings than its defaults, to fit its budget. */
+  shortened?: string;
 }
 
 export interface Ratio {
@@ -433,7 +435,8 @@ function childSection(c: ChildBench): string {
     c.status === 'ok'
       ? `\`${c.file}\`, ${num(c.elapsedMs / 1000, 1)} s:`
       : `\`${c.file}\` **${c.status}** after ${num(c.elapsedMs / 1000, 1)} s:`;
-  return `${head}\n\n\`\`\`text\n${c.output.trim()}\n\`\`\`\n`;
+  const shortened = c.shortened ? ` (shortened to fit the suite's budget: ${c.shortened})` : '';
+  return `${head}${shortened}\n\n\`\`\`text\n${c.output.trim()}\n\`\`\`\n`;
 }
 
 export function markdownReport(r: Results, svgFile: string | null, noRatio: string): string {
