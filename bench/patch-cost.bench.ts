@@ -13,6 +13,7 @@
  * PATCH_COST_CHANGES (per gap and round, default 200), PATCH_COST_ROUNDS (the gaps in
  * turn, default 2), PATCH_COST_WARM (warm-up changes back to back, default 3000).
  */
+import { resolve } from 'node:path';
 import { sleep } from './lib/common';
 import { pinSuite } from './lib/cpus';
 import { runTimeMs } from './lib/proc';
@@ -57,7 +58,7 @@ async function series(
 async function main(): Promise<void> {
   const placed = pinSuite();
   const ctx: SuiteContext = {
-    root: process.cwd(),
+    root: resolve(__dirname, '..'),
     buildDir: '',
     quick: false,
     log: (message) => console.error(message),

@@ -778,7 +778,7 @@ async function runChildBench(
   const status = res.timedOut ? 'timeout' : res.code === 0 ? 'ok' : 'failed';
   if (status !== 'ok') log(`${name}: ${status} (exit ${res.code})`);
   const shortened =
-    !QUICK && Object.keys(shorter).length > 0
+    Object.keys(shorter).length > 0
       ? Object.entries(shorter)
           .map(([k, v]) => `${k}=${v}`)
           .join(' ')

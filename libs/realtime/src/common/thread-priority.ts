@@ -7,11 +7,12 @@ import { setPriority } from 'node:os';
  * A Node server has one thread that serves (the event loop) and others that help it: V8's
  * platform workers (4 in Node 20, whatever the CPU count), which run its optimizing
  * compiler and the concurrent and parallel parts of its garbage collector, and our SQLite
- * checkpoint worker (which lowers itself only when asked: `sqliteCheckpoint.nice`). Where the process has one core to itself (a container with one CPU,
- * a process pinned to one), a helper that becomes runnable takes the core from the event
- * loop for a scheduler slice, in the middle of a fan-out: measured here at N = 1 000 over
- * 100 paced changes, the event loop waited 49–67 ms for its core, 40 ms of it behind V8's
- * compiler threads, and the slowest changes reached their last subscriber 5–10 ms late.
+ * checkpoint worker (which lowers itself only when asked: `sqliteCheckpoint.nice`). Where
+ * the process has one core to itself (a container with one CPU, a process pinned to one), a
+ * helper that becomes runnable takes the core from the event loop for a scheduler slice,
+ * in the middle of a fan-out: measured here at N = 1 000 over 100 paced changes, the event
+ * loop waited 49–67 ms for its core, 40 ms of it behind V8's compiler threads, and the
+ * slowest changes reached their last subscriber 5–10 ms late.
  * At nice 19 the scheduler gives a helper the core when the event loop does not want it
  * (between changes) and about 1.5 % of it when both do; where there are idle cores the
  * helpers run there at once, as before.
