@@ -196,6 +196,52 @@ export async function http(
   }
 }
 
+/**
+ * A `PATCH` of one document's `title` at `url` with its `version` (the REST API's
+ * optimistic check), as a client that must not lose or double a change sends it; resolves
+ * to the document's new version. When the request gets no answer at all (the connection
+ * failed), the change may have committed or not: the document is read, and the change is
+ * sent again only if its title is not there (a second send after a commit would be a 409,
+ * its version being stale; a 409 to the second send is checked the same way). Any other
+ * answer but 200 rejects, the body's start in the message.
+ */
+export async function patchTitle(
+  url: string,
+  title: string,
+  version: number,
+  headers: Record<string, string>,
+): Promise<number> {
+  const body = JSON.stringify({ title, version });
+  let res: HttpResponse;
+  try {
+    res = await http('PATCH', url, { body, headers });
+  } catch (err) {
+    const committed = await versionHolding(url, title, headers);
+    if (committed !== null) return committed;
+    res = await http('PATCH', url, { body, headers }).catch((again: Error) => {
+      throw new Error(`PATCH: ${(err as Error).message}, then ${again.message}`);
+    });
+    if (res.status === 409) {
+      const after = await versionHolding(url, title, headers);
+      if (after !== null) return after;
+    }
+  }
+  if (res.status !== 200) throw new Error(`PATCH: HTTP ${res.status} ${res.body.slice(0, 300)}`);
+  return (JSON.parse(res.body) as { version: number }).version;
+}
+
+/** The version of the document at `url` when its title is `title`, else null. */
+async function versionHolding(
+  url: string,
+  title: string,
+  headers: Record<string, string>,
+): Promise<number | null> {
+  const res = await http('GET', url, { headers });
+  if (res.status !== 200) throw new Error(`GET ${url}: HTTP ${res.status}`);
+  const doc = JSON.parse(res.body) as { title: string; version: number };
+  return doc.title === title ? doc.version : null;
+}
+
 function httpOnce(
   method: string,
   url: string,

@@ -33,8 +33,14 @@ import WebSocket from 'ws';
 import { loadConfig } from '../../src/config/app.config';
 import { marker } from '../lib/common';
 import { rssBytes, threadNices } from '../lib/proc';
-import { freePort, http, ManagedProcess, runToCompletion, waitUntil } from '../lib/process';
-import type { HttpResponse } from '../lib/process';
+import {
+  freePort,
+  http,
+  ManagedProcess,
+  patchTitle,
+  runToCompletion,
+  waitUntil,
+} from '../lib/process';
 import type { MemorySample, RunningTarget, SuiteContext, Target } from '../lib/target';
 
 /**
@@ -276,11 +282,6 @@ export const oursTarget: Target = {
       { algorithm: 'HS256' },
     );
     const headers = { authorization: `Bearer ${adminToken}` };
-    const readTask = async (url: string): Promise<{ title: string; version: number }> => {
-      const res = await http('GET', url, { headers });
-      if (res.status !== 200) throw new Error(`GET ${url}: HTTP ${res.status}`);
-      return JSON.parse(res.body) as { title: string; version: number };
-    };
     const api = async (method: string, path: string, body: unknown, want: number): Promise<any> => {
       const res = await http(method, `${base}${path}`, { body: JSON.stringify(body), headers });
       if (res.status !== want) {
@@ -366,35 +367,13 @@ export const oursTarget: Target = {
         // older marker (e.g. in a `before` image) for the same task.
         const task = tasks[seq];
         if (!task) throw new Error(`change ${seq} was not prepared`);
-        const title = `bench ${marker(seq)}`;
-        const url = `${base}/api/tasks/${task.id}`;
-        const body = JSON.stringify({ title, version: task.version });
-        let res: HttpResponse;
-        try {
-          res = await http('PATCH', url, { body, headers });
-        } catch (err) {
-          // No answer (the connection failed): the change may have committed or not. Find
-          // out as a client would, by reading the task, and send it again only if it did
-          // not (a second send after a commit would be a 409, its `version` being stale).
-          const doc = await readTask(url);
-          if (doc.title === title) {
-            task.version = doc.version;
-            return;
-          }
-          res = await http('PATCH', url, { body, headers }).catch((again: Error) => {
-            throw new Error(`PATCH: ${(err as Error).message}, then ${again.message}`);
-          });
-          if (res.status === 409) {
-            const now = await readTask(url);
-            if (now.title === title) {
-              task.version = now.version;
-              return;
-            }
-          }
-        }
-        if (res.status !== 200)
-          throw new Error(`PATCH: HTTP ${res.status} ${res.body.slice(0, 300)}`);
-        task.version = (JSON.parse(res.body) as { version: number }).version;
+        // a change whose PATCH got no answer is looked up before it is sent again
+        task.version = await patchTitle(
+          `${base}/api/tasks/${task.id}`,
+          `bench ${marker(seq)}`,
+          task.version,
+          headers,
+        );
       },
       async memory(): Promise<MemorySample> {
         const afterGc = gc ? await collectGarbage(inspectPort).catch(() => false) : false;
