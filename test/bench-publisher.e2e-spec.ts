@@ -61,41 +61,26 @@ describe("the bench's publisher (ours' PATCH, bench/lib/process.ts patchTitle)",
   const headers = () => ({ authorization: `Bearer ${t.token(USERS.alice)}` });
   const read = async (id: string) => (await t.api(USERS.alice, 'GET', `/api/tasks/${id}`)).body;
 
-  it('a change whose answer is lost after it committed is not sent again: one change, its version known', async () => {
+  it.each([
+    // the change committed and its answer was lost: looked up, not sent again
+    ['a change whose answer is lost after it committed is not sent again', 'lose-answer', 1],
+    // the change never reached the app: looked up, sent again once
+    ['a change whose connection failed before it reached the app is sent again, once', 'reset', 2],
+  ] as const)('%s: one change, its version known', async (_name, mode, patchesSent) => {
     const task = await seedTask(t);
-    const via = await proxy(t.port, ['lose-answer']);
+    const via = await proxy(t.port, [mode]);
     try {
       const version = await patchTitle(
         `${via.base}/api/tasks/${task.id}`,
-        'lost answer',
+        `after ${mode}`,
         task.version,
         headers(),
       );
       const now = await read(task.id);
-      expect(now.title).toBe('lost answer');
+      expect(now.title).toBe(`after ${mode}`);
       expect(version).toBe(now.version);
       expect(now.version).toBe(task.version + 1);
-      expect(via.patches()).toBe(1);
-    } finally {
-      await via.close();
-    }
-  });
-
-  it('a change whose connection failed before it reached the app is sent again, once', async () => {
-    const task = await seedTask(t);
-    const via = await proxy(t.port, ['reset']);
-    try {
-      const version = await patchTitle(
-        `${via.base}/api/tasks/${task.id}`,
-        'sent again',
-        task.version,
-        headers(),
-      );
-      const now = await read(task.id);
-      expect(now.title).toBe('sent again');
-      expect(version).toBe(now.version);
-      expect(now.version).toBe(task.version + 1);
-      expect(via.patches()).toBe(2);
+      expect(via.patches()).toBe(patchesSent);
     } finally {
       await via.close();
     }
